@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval task files, suites and gates (not yet provided by this release)."""

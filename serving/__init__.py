@@ -1,0 +1,1 @@
+"""Serving: manifests and analysis for vLLM deployments (not yet provided by this release)."""

@@ -1,0 +1,1 @@
+"""Code that llmflow's pipeline steps run inside their containers (or as local processes)."""

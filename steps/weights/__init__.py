@@ -1,0 +1,1 @@
+"""Fetching model weights from a source into a verified, content-addressed local cache."""

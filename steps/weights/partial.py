@@ -1,0 +1,132 @@
+"""A file being downloaded: its bytes in a `.partial` file, its finished chunks in a journal.
+
+The journal is append-only: one line per chunk, written after the chunk's bytes, so after a
+crash or a dropped connection every line names bytes that are on disk and the next run
+fetches only the rest. The file gets its final name only after its size and checksum check
+out, by an atomic rename: a file under its final name is always a complete, checked file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from steps.errors import IntegrityError
+from steps.weights.checksum import combine
+from steps.weights.plan import Chunk, FilePlan
+
+_HEADER = "llmflow-journal v1"
+
+
+class PartialFile:
+    """One file of a cache entry while it is being fetched."""
+
+    def __init__(self, plan: FilePlan, final: Path, staging: Path) -> None:
+        self.plan = plan
+        self.final = final
+        self.data = staging / (plan.file.path + ".partial")
+        self.journal = staging / (plan.file.path + ".journal")
+        self.done: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._journal_fd = -1
+
+    @property
+    def pending(self) -> list[Chunk]:
+        """Chunks not yet on disk."""
+        return [c for c in self.plan.chunks if c.index not in self.done]
+
+    @property
+    def resumed_bytes(self) -> int:
+        """Bytes already on disk from an earlier, interrupted run."""
+        return sum(c.length for c in self.plan.chunks if c.index in self.done)
+
+    def open(self) -> None:
+        """Open (or create) the data file and journal, keeping what an earlier run finished."""
+        self.data.parent.mkdir(parents=True, exist_ok=True)
+        header = f"{_HEADER} size={self.plan.file.size} etag={self.plan.file.etag} "
+        header += f"part={self.plan.part_size}\n"
+        self.done = self._read_journal(header) if self.data.exists() else {}
+        if not self.done:
+            self.journal.unlink(missing_ok=True)
+        self._fd = os.open(self.data, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(self._fd).st_size != self.plan.file.size:
+            os.ftruncate(self._fd, self.plan.file.size)
+        self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if not self.done:
+            os.write(self._journal_fd, header.encode())
+
+    def _read_journal(self, header: str) -> dict[int, bytes]:
+        try:
+            lines = self.journal.read_text().splitlines(keepends=True)
+        except FileNotFoundError:
+            return {}
+        if not lines or lines[0] != header:
+            return {}  # another version of the file, or another chunking: start over
+        done: dict[int, bytes] = {}
+        by_index = {c.index: c for c in self.plan.chunks}
+        for line in lines[1:]:
+            fields = line.split()
+            if not line.endswith("\n") or len(fields) != 3:
+                break  # torn last line of a killed run
+            index, length, digest = int(fields[0]), int(fields[1]), bytes.fromhex(fields[2])
+            if index in by_index and by_index[index].length == length:
+                done[index] = digest
+        return done
+
+    def write(self, offset: int, data: memoryview) -> None:
+        """Write bytes at an offset; safe from several threads (positional writes)."""
+        while data:
+            n = os.pwrite(self._fd, data, offset)
+            data, offset = data[n:], offset + n
+
+    def record(self, chunk: Chunk, md5: bytes) -> bool:
+        """Journal a finished chunk; True when it was the file's last one."""
+        os.write(self._journal_fd, f"{chunk.index} {chunk.length} {md5.hex()}\n".encode())
+        with self._lock:
+            self.done[chunk.index] = md5
+            return len(self.done) == len(self.plan.chunks)
+
+    def finish(self) -> str:
+        """Check size and checksum, then move the file to its final name.
+
+        Returns:
+            The file's checksum in S3 ETag form.
+
+        Raises:
+            IntegrityError: the bytes do not match the source; the partial state is removed so
+                the next run fetches the file afresh.
+        """
+        digests = [self.done[c.index] for c in self.plan.chunks]
+        checksum = digests[0].hex() if self.plan.part_size == 0 else combine(digests)
+        size = os.fstat(self._fd).st_size
+        os.fsync(self._fd)
+        self.close()
+        expected = self.plan.file
+        if size != expected.size or (self.plan.checked and checksum != expected.etag):
+            self.discard()
+            got = f"{size} bytes, checksum {checksum}"
+            raise IntegrityError(
+                f"{expected.path}: downloaded {got} but the source lists {expected.size} bytes, "
+                f"ETag {expected.etag}; the file was discarded, run again to re-fetch it"
+            )
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data, 0o644)
+        os.replace(self.data, self.final)
+        self.journal.unlink(missing_ok=True)
+        return checksum
+
+    def close(self) -> None:
+        """Close file descriptors, keeping data and journal for a later resume."""
+        for fd in (self._fd, self._journal_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._journal_fd = -1
+
+    def discard(self) -> None:
+        """Remove all partial state of this file."""
+        self.close()
+        self.data.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+

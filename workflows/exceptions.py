@@ -1,0 +1,33 @@
+"""The errors llmflow raises, one base class so callers can catch everything of ours at once.
+
+Every message names the offending thing (a field, a URI, a file) and says how to fix it:
+the CLI prints the message as it is, without a traceback.
+"""
+
+
+class LLMFlowError(Exception):
+    """Base class of every error llmflow raises on purpose."""
+
+
+class SpecError(LLMFlowError):
+    """A release spec is missing, unreadable, or has a field with a bad value."""
+
+
+class PipelineNotFoundError(LLMFlowError):
+    """A pipeline name that no module in `workflows/` defines."""
+
+
+class ValidationFailed(LLMFlowError):
+    """A rendered manifest does not pass strict schema validation.
+
+    Attributes:
+        problems: One line per problem, each starting with the document and field path.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class SubmitError(LLMFlowError):
+    """The Argo server could not be reached or refused a submission."""

@@ -1,0 +1,192 @@
+"""The release spec: one YAML file per model (`releases/<model>.yaml`), validated before anything runs.
+
+The spec maps one-to-one onto the pipelines' parameters, so every way of starting a pipeline
+(CLI, Argo UI, schedule, git tag) goes through the same validation and the same template.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from steps.errors import SourceError
+from steps.weights.uri import parse_source_uri
+from workflows.exceptions import SpecError
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class _Section(BaseModel):
+    """Base of every spec section: unknown fields are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _dns_label(value: str, what: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{what} must be a Kubernetes name: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+class StorageSpec(_Section):
+    """Where S3 lives and which Kubernetes Secret holds its credentials.
+
+    The Secret is referenced by name in rendered manifests and read by the pods at run time;
+    credentials never appear in a manifest, a spec or a log.
+    """
+
+    endpoint: str | None = Field(
+        default=None, description="S3 endpoint URL for non-AWS stores (MinIO, Ceph); empty for AWS"
+    )
+    region: str = "us-east-1"
+    credentials_secret: str = Field(
+        default="llmflow-s3",
+        description="Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    )
+    hf_token_secret: str | None = Field(
+        default=None, description="Secret with key HF_TOKEN, for gated hf:// models"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://minio.storage:9000")
+        return value
+
+    @field_validator("credentials_secret", "hf_token_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        return value if value is None else _dns_label(value, "a Secret name")
+
+
+class CacheSpec(_Section):
+    """The node-local weights cache shared by fine-tune, eval and serving pods."""
+
+    path: str = Field(default="/models", description="mount path of the cache inside pods")
+    volume: Literal["pvc", "host"] = Field(
+        default="pvc", description="pvc: a PersistentVolumeClaim; host: a node-local hostPath"
+    )
+    claim_name: str = "llmflow-model-cache"
+    host_path: str = "/var/lib/llmflow/models"
+    verify: Literal["stat", "full"] = Field(
+        default="stat",
+        description="stat: a hit compares sizes and modification times with the manifest; "
+        "full: a hit re-hashes every file",
+    )
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 16
+    chunk_mib: Annotated[int, Field(ge=1, le=1024)] = 8
+
+    @field_validator("path", "host_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path, e.g. /models")
+        return value
+
+    @field_validator("claim_name")
+    @classmethod
+    def _claim(cls, value: str) -> str:
+        return _dns_label(value, "a PersistentVolumeClaim name")
+
+
+class ModelSpec(_Section):
+    """The model a release is about: its name, where its weights come from, where they are cached."""
+
+    name: str = Field(description="the model's name, used in cache paths and object names")
+    source: str = Field(description="s3://bucket/prefix, hf://org/name@revision or file:///path")
+    cache: CacheSpec = CacheSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _dns_label(value, "the model name")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        try:
+            parse_source_uri(value)
+        except SourceError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class ReleaseSpec(_Section):
+    """A whole release: the model and the cluster settings its pipelines run with."""
+
+    namespace: str = Field(default="llmflow", description="namespace the workflows run in")
+    image: str = Field(
+        default="ghcr.io/llmflow/steps:0.1.0",
+        description="image with llmflow installed, that every step runs in",
+    )
+    service_account: str = Field(default="llmflow-pipeline")
+    storage: StorageSpec = StorageSpec()
+    model: ModelSpec
+
+    @field_validator("namespace", "service_account")
+    @classmethod
+    def _k8s_names(cls, value: str) -> str:
+        return _dns_label(value, "a namespace or service account name")
+
+
+def load_spec(path: str | Path) -> ReleaseSpec:
+    """Read and validate a release spec file.
+
+    Raises:
+        SpecError: one line per problem, each naming the file, the field, the value and the fix.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such release spec; see releases/ for examples") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, origin=str(path))
+
+
+def parse_spec(data: Any, origin: str = "<spec>") -> ReleaseSpec:
+    """Validate already-loaded spec data; see `load_spec`."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a release spec is a mapping with at least a 'model' section")
+    try:
+        return ReleaseSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError("\n".join(_describe(exc, data, origin))) from None
+
+
+def _describe(exc: ValidationError, data: dict[str, Any], origin: str) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        field = ".".join(loc)
+        if error["type"] == "extra_forbidden":
+            known = _known_fields(loc[:-1])
+            guess = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else f"known fields: {', '.join(known)}"
+            lines.append(f"{origin}: {field}: unknown field; {hint}")
+        elif error["type"] == "missing":
+            lines.append(f"{origin}: {field}: required field is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{origin}: {field} = {error.get('input')!r}: {message}")
+    return lines
+
+
+def _known_fields(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = ReleaseSpec
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
