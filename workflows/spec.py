@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from steps.errors import SourceError
-from steps.weights.uri import parse_source_uri
+from steps.weights.sources import check_fetchable
 from workflows.exceptions import SpecError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -37,41 +37,26 @@ def _dns_label(value: str, what: str) -> str:
 
 
 class StorageSpec(_Section):
-    """Where S3 lives and which Kubernetes Secret holds its credentials.
+    """Which Kubernetes Secret gives steps their S3 credentials and endpoint.
 
-    The Secret is referenced by name in rendered manifests and read by the pods at run time;
-    credentials never appear in a manifest, a spec or a log.
+    The Secret holds `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, and optionally
+    `AWS_ENDPOINT_URL` (MinIO, Ceph, any S3-compatible store) and `AWS_REGION`. Manifests name
+    the Secret; its values are read by the pods at run time and appear in no manifest or log.
     """
 
-    endpoint: str | None = Field(
-        default=None, description="S3 endpoint URL for non-AWS stores (MinIO, Ceph); empty for AWS"
-    )
-    region: str = "us-east-1"
     credentials_secret: str = Field(
-        default="llmflow-s3",
-        description="Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-    )
-    hf_token_secret: str | None = Field(
-        default=None, description="Secret with key HF_TOKEN, for gated hf:// models"
+        default="llmflow-s3", description="Secret with the S3 credentials and endpoint"
     )
 
-    @field_validator("endpoint")
+    @field_validator("credentials_secret")
     @classmethod
-    def _endpoint_is_url(cls, value: str | None) -> str | None:
-        if value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://minio.storage:9000")
-        return value
-
-    @field_validator("credentials_secret", "hf_token_secret")
-    @classmethod
-    def _secret_name(cls, value: str | None) -> str | None:
-        return value if value is None else _dns_label(value, "a Secret name")
+    def _secret_name(cls, value: str) -> str:
+        return _dns_label(value, "a Secret name")
 
 
 class CacheSpec(_Section):
     """The node-local weights cache shared by fine-tune, eval and serving pods."""
 
-    path: str = Field(default="/models", description="mount path of the cache inside pods")
     volume: Literal["pvc", "host"] = Field(
         default="pvc", description="pvc: a PersistentVolumeClaim; host: a node-local hostPath"
     )
@@ -85,7 +70,7 @@ class CacheSpec(_Section):
     concurrency: Annotated[int, Field(ge=1, le=256)] = 16
     chunk_mib: Annotated[int, Field(ge=1, le=1024)] = 8
 
-    @field_validator("path", "host_path")
+    @field_validator("host_path")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
@@ -114,7 +99,7 @@ class ModelSpec(_Section):
     @classmethod
     def _source(cls, value: str) -> str:
         try:
-            parse_source_uri(value)
+            check_fetchable(value)
         except SourceError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -96,17 +96,18 @@ class Downloader:
         if partial.record(chunk, digest):
             self._on_file_done(partial, partial.finish())
 
-    def _stream(self, partial: PartialFile, chunk: Chunk) -> bytes:
-        """Move one chunk in one request, hashing each block while it is in memory."""
+    def _stream(self, partial: PartialFile, chunk: Chunk) -> bytes | None:
+        """Move one chunk in one request; part digests are computed while blocks are in memory."""
         reader = self._reader()
-        md5 = hashlib.md5()
+        md5 = hashlib.md5() if partial.plan.part_size else None
         moved = 0
 
         def sink(offset: int, block: memoryview) -> None:
             nonlocal moved
             if self._stop.is_set():
                 raise TransferError("stopped: another chunk failed")
-            md5.update(block)
+            if md5 is not None:
+                md5.update(block)
             partial.write(offset, block)
             moved += len(block)
             self._on_bytes(len(block))
@@ -116,4 +117,4 @@ class Downloader:
         except TransferError:
             self._on_bytes(-moved)  # the chunk restarts from its beginning
             raise
-        return md5.digest()
+        return md5.digest() if md5 is not None else None

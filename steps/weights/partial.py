@@ -2,12 +2,14 @@
 
 The journal is append-only: one line per chunk, written after the chunk's bytes, so after a
 crash or a dropped connection every line names bytes that are on disk and the next run
-fetches only the rest. The file gets its final name only after its size and checksum check
+fetches only the rest. For whole-file MD5s a hasher follows the contiguous prefix of finished
+chunks, reading them back from the page cache, so checking ends just after the last chunk. The file gets its final name only after its size and checksum check
 out, by an atomic rename: a file under its final name is always a complete, checked file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -28,9 +30,12 @@ class PartialFile:
         self.data = staging / (plan.file.path + ".partial")
         self.journal = staging / (plan.file.path + ".journal")
         self.done: dict[int, bytes] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._fd = -1
         self._journal_fd = -1
+        self._whole = hashlib.md5()
+        self._hashed = 0  # chunks of the contiguous prefix fed to `_whole`
+        self._hashing = False
 
     @property
     def pending(self) -> list[Chunk]:
@@ -70,7 +75,8 @@ class PartialFile:
             fields = line.split()
             if not line.endswith("\n") or len(fields) != 3:
                 break  # torn last line of a killed run
-            index, length, digest = int(fields[0]), int(fields[1]), bytes.fromhex(fields[2])
+            index, length = int(fields[0]), int(fields[1])
+            digest = b"" if fields[2] == "-" else bytes.fromhex(fields[2])
             if index in by_index and by_index[index].length == length:
                 done[index] = digest
         return done
@@ -81,12 +87,46 @@ class PartialFile:
             n = os.pwrite(self._fd, data, offset)
             data, offset = data[n:], offset + n
 
-    def record(self, chunk: Chunk, md5: bytes) -> bool:
-        """Journal a finished chunk; True when it was the file's last one."""
-        os.write(self._journal_fd, f"{chunk.index} {chunk.length} {md5.hex()}\n".encode())
+    def record(self, chunk: Chunk, md5: bytes | None) -> bool:
+        """Journal a finished chunk (with its MD5 for multipart checksums).
+
+        Returns:
+            True when it was the file's last chunk.
+        """
+        digest = md5.hex() if md5 is not None else "-"
+        os.write(self._journal_fd, f"{chunk.index} {chunk.length} {digest}\n".encode())
         with self._lock:
-            self.done[chunk.index] = md5
-            return len(self.done) == len(self.plan.chunks)
+            self.done[chunk.index] = md5 or b""
+            last = len(self.done) == len(self.plan.chunks)
+        if self.plan.part_size == 0:
+            self._follow()
+        return last
+
+    def _follow(self) -> None:
+        """Feed the whole-file MD5 with the finished prefix; one thread hashes at a time."""
+        with self._lock:
+            if self._hashing:
+                return
+            self._hashing = True
+        while True:
+            with self._lock:
+                if self._hashed >= len(self.plan.chunks) or self._hashed not in self.done:
+                    self._hashing = False
+                    self._lock.notify_all()
+                    return
+                chunk = self.plan.chunks[self._hashed]
+            self._whole.update(os.pread(self._fd, chunk.length, chunk.offset))
+            with self._lock:
+                self._hashed += 1
+
+    def _hash_all(self) -> None:
+        """Finish the whole-file MD5, also when another thread is still hashing."""
+        while True:
+            self._follow()  # chunks finished by an earlier run are hashed here too
+            with self._lock:
+                if self._hashed == len(self.plan.chunks):
+                    return
+                self._lock.wait_for(lambda: not self._hashing)
 
     def finish(self) -> str:
         """Check size and checksum, then move the file to its final name.
@@ -98,8 +138,11 @@ class PartialFile:
             IntegrityError: the bytes do not match the source; the partial state is removed so
                 the next run fetches the file afresh.
         """
-        digests = [self.done[c.index] for c in self.plan.chunks]
-        checksum = digests[0].hex() if self.plan.part_size == 0 else combine(digests)
+        if self.plan.part_size == 0:
+            self._hash_all()
+            checksum = self._whole.hexdigest()
+        else:
+            checksum = combine([self.done[c.index] for c in self.plan.chunks])
         size = os.fstat(self._fd).st_size
         os.fsync(self._fd)
         self.close()

@@ -1,9 +1,12 @@
 """How one file is cut into ranged chunks, and how its bytes are checked once downloaded.
 
-Chunks follow the source's multipart boundaries when the ETag is multipart, so the MD5 of
-each chunk is a part digest and the file's ETag follows without a second read. A whole-file
-MD5 cannot be computed out of order, so such a file is one chunk streamed front to back;
-files are still fetched in parallel with each other.
+Every file is fetched as parallel chunks, which are also the unit of retry and resume. Two
+checksum forms match what S3 lists as the ETag:
+
+- multipart (`<md5 of part md5s>-<parts>`): chunks follow the part boundaries, so each
+  chunk's MD5 is a part digest computed while the chunk is in memory;
+- whole-file MD5: chunks land out of order, so a hasher follows the contiguous prefix on disk
+  (from the page cache) and finishes moments after the last chunk.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ class FilePlan:
 
     Attributes:
         file: The file as listed.
-        part_size: Bytes per chunk; 0 means one chunk whose MD5 is the whole-file MD5.
-        checked: Whether the result is compared with the source's ETag. False for local
+        part_size: 0 for a whole-file MD5 checksum; else the multipart form's part size, and
+            chunks are exactly the parts.
+        checked: Whether the checksum is compared with the source's ETag. False for local
             sources (whose tag is a version, not a checksum) and for multipart ETags whose part
             size cannot be inferred; the size is checked in every case.
         chunks: The byte ranges, in order.
@@ -46,11 +50,11 @@ class FilePlan:
 
 
 def plan_file(file: RemoteFile, chunk_size: int) -> FilePlan:
-    """Cut a file into chunks whose MD5s make up a checksum the source can confirm."""
+    """Cut a file into chunks whose checksum the source can confirm."""
     if file.etag_is_checksum:
         parts = etag_parts(file.etag)
         if parts == 0:
-            return FilePlan(file, 0, True, (Chunk(0, 0, file.size),))
+            return FilePlan(file, 0, True, _cut(file.size, chunk_size))
         candidates = part_size_candidates(file.size, parts)
         if candidates:
             return FilePlan(file, candidates[0], True, _cut(file.size, candidates[0]))

@@ -1,0 +1,23 @@
+"""Hera defaults shared by every step template, set once before any step is decorated.
+
+Steps run Hera's runner (`python -m hera.workflows.runner -e steps.<module>:<function>`), in
+the image the workflow names in its `image` parameter, so one set of templates serves every
+release and every registry.
+"""
+
+from hera.shared import global_config
+from hera.workflows import Script
+
+#: The workflow parameter that names the image every step runs in.
+IMAGE = "{{workflow.parameters.image}}"
+
+#: Where the model cache volume is mounted in step pods (a local folder when run locally).
+CACHE_MOUNT = "/models"
+
+#: Name of the cache volume in rendered workflows.
+CACHE_VOLUME = "model-cache"
+
+#: The workflow parameter naming the Secret with S3 credentials (and optionally endpoint/region).
+S3_SECRET = "{{workflow.parameters.s3-secret}}"
+
+global_config.set_class_defaults(Script, constructor="runner", image=IMAGE)

@@ -1,0 +1,71 @@
+"""Pieces every pipeline shares: workflow parameters from the release spec, the cache volume.
+
+Parameters carry descriptions and enums so the Argo UI shows a usable form, and their values
+come from the spec, so the CLI, the UI, schedules and tags all start the same run.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import Parameter, Workflow
+from hera.workflows.models import HostPathVolumeSource, PersistentVolumeClaimVolumeSource, Volume
+
+from steps._hera import CACHE_VOLUME
+from workflows.spec import ReleaseSpec
+
+
+def model_parameters(spec: ReleaseSpec) -> list[Parameter]:
+    """Parameters naming the image, the model, its source, the S3 Secret and cache settings."""
+    cache = spec.model.cache
+    return [
+        Parameter(name="image", value=spec.image, description="image every step runs in"),
+        Parameter(name="model-name", value=spec.model.name, description="the model's name"),
+        Parameter(
+            name="source",
+            value=spec.model.source,
+            description="where the weights come from: s3://bucket/prefix or file:///path",
+        ),
+        Parameter(
+            name="s3-secret",
+            value=spec.storage.credentials_secret,
+            description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally "
+            "AWS_ENDPOINT_URL, AWS_REGION",
+        ),
+        Parameter(
+            name="verify",
+            value=cache.verify,
+            enum=["stat", "full"],
+            description="cache hit check: stat (sizes and times) or full (re-hash every file)",
+        ),
+        Parameter(name="concurrency", value=str(cache.concurrency),
+                  description="parallel ranged downloads"),
+        Parameter(name="chunk-mib", value=str(cache.chunk_mib),
+                  description="size of one ranged download (MiB)"),
+    ]
+
+
+def cache_volume(spec: ReleaseSpec) -> Volume:
+    """The model cache: a PersistentVolumeClaim, or a node-local hostPath."""
+    cache = spec.model.cache
+    if cache.volume == "host":
+        return Volume(
+            name=CACHE_VOLUME,
+            host_path=HostPathVolumeSource(path=cache.host_path, type="DirectoryOrCreate"),
+        )
+    return Volume(
+        name=CACHE_VOLUME,
+        persistent_volume_claim=PersistentVolumeClaimVolumeSource(claim_name=cache.claim_name),
+    )
+
+
+def labels(spec: ReleaseSpec, pipeline: str) -> dict[str, str]:
+    """Labels that let `kubectl`/the Argo UI filter runs by pipeline and model."""
+    return {
+        "app.kubernetes.io/part-of": "llmflow",
+        "llmflow.io/pipeline": pipeline,
+        "llmflow.io/model": spec.model.name,
+    }
+
+
+def param(workflow: Workflow, name: str) -> str:
+    """The expression for a workflow parameter, checked to exist (`{{workflow.parameters.x}}`)."""
+    return str(workflow.get_parameter(name).value)

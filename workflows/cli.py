@@ -1,0 +1,228 @@
+"""The `llmflow` command line: render, lint and submit pipelines; fetch weights; make a tiny model.
+
+Errors of ours print as one clear message (what is wrong, how to fix it) and exit 1 or 2;
+only genuine bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from workflows import __version__
+from workflows.exceptions import LLMFlowError, ValidationFailed
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(func: F) -> F:
+    """Turn our own errors into a message and exit code instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValidationFailed as exc:
+            for line in exc.problems:
+                click.echo(line)
+            raise SystemExit(1) from None
+        except LLMFlowError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+spec_option = click.option(
+    "-f",
+    "--spec",
+    "spec_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Release spec YAML, e.g. releases/tiny.yaml.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llmflow")
+def main() -> None:
+    """llmflow: Argo Workflows pipelines for the lifecycle of self-hosted LLMs."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+
+@main.command("pipelines")
+def pipelines_cmd() -> None:
+    """List the pipelines this version provides."""
+    from workflows.pipelines import discover
+
+    for name, pipeline in discover().items():
+        click.echo(f"{name:20} {pipeline.summary}")
+
+
+@main.command()
+@click.argument("pipeline")
+@spec_option
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write <out>/<pipeline>.yaml instead of printing.")
+@_friendly
+def render(pipeline: str, spec_path: Path, out_dir: Path | None) -> None:
+    """Render PIPELINE for a release spec as Argo Workflow YAML."""
+    from workflows import render as rendering
+    from workflows.spec import load_spec
+
+    spec = load_spec(spec_path)
+    if out_dir is None:
+        click.echo(rendering.to_yaml(rendering.render(pipeline, spec)), nl=False)
+    else:
+        click.echo(str(rendering.write(pipeline, spec, out_dir)))
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-f", "--spec", "spec_paths", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="With no FILES: render every pipeline with this spec (default: releases/*.yaml).")
+@click.option("--schemas", "schemas_dir", envvar="LLMFLOW_SCHEMAS",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of upstream schema files (Argo's schema-*.json, CRD YAML). "
+                   "Env: LLMFLOW_SCHEMAS.")
+@click.option("--crds", "crd_paths", multiple=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="CRD YAML file or folder (e.g. `kubectl get crd NAME -o yaml`); repeatable.")
+@click.option("--allow-unchecked", "allowed", multiple=True, metavar="KIND",
+              help="Let KIND pass although no schema for it is available; repeatable.")
+@_friendly
+def lint(
+    files: tuple[Path, ...],
+    spec_paths: tuple[Path, ...],
+    schemas_dir: Path | None,
+    crd_paths: tuple[Path, ...],
+    allowed: tuple[str, ...],
+) -> None:
+    """Validate rendered YAML strictly; with no FILES, every pipeline.
+
+    Prints one line per problem (document, field path, what is wrong) and exits 1 if there
+    are any. Argo kinds are checked against Argo's schema (--schemas, --crds, or Hera's
+    models), custom resources against their CRDs, built-in kinds with kubernetes-validate;
+    a kind with no schema fails unless --allow-unchecked names it.
+    """
+    from workflows.render import render as render_pipeline
+    from workflows.spec import load_spec
+    from workflows.validation import SchemaRegistry, validate_documents, validate_files
+
+    registry = SchemaRegistry.load(schemas_dir, crd_paths)
+    if files:
+        problems = validate_files(files, registry, allowed)
+        count = len(files)
+    else:
+        from workflows.pipelines import discover
+
+        specs = list(spec_paths) or sorted(Path("releases").glob("*.yaml"))
+        if not specs:
+            raise LLMFlowError("nothing to lint: give FILES, or -f SPEC, or run where releases/ is")
+        docs = [
+            (f"{name} ({path})", render_pipeline(name, load_spec(path)))
+            for path in specs
+            for name in discover()
+        ]
+        problems = validate_documents(docs, registry, allowed)
+        count = len(docs)
+    if problems:
+        raise ValidationFailed([str(p) for p in problems])
+    click.echo(f"ok: {count} checked (Argo schema from {registry.origin})", err=True)
+
+
+@main.command()
+@click.argument("pipeline")
+@spec_option
+@click.option("--host", envvar="ARGO_SERVER", help="Argo server URL. Env: ARGO_SERVER.")
+@click.option("--token", envvar="ARGO_TOKEN", help="Bearer token. Env: ARGO_TOKEN.")
+@click.option("-n", "--namespace", envvar="ARGO_NAMESPACE",
+              help="Namespace (default: the spec's). Env: ARGO_NAMESPACE.")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Skip TLS verification. Env: ARGO_INSECURE_SKIP_VERIFY.")
+@_friendly
+def submit(
+    pipeline: str,
+    spec_path: Path,
+    host: str | None,
+    token: str | None,
+    namespace: str | None,
+    insecure: bool | None,
+) -> None:
+    """Validate PIPELINE for a spec and submit it to an Argo server."""
+    from workflows.spec import load_spec
+    from workflows.submit import ArgoServer, submit as submit_workflow
+
+    server = ArgoServer.from_env(host, token, namespace, insecure)
+    name = submit_workflow(pipeline, load_spec(spec_path), server)
+    click.echo(name)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--cache", "cache_root", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Cache root folder.")
+@click.option("--name", "model_name", required=True, help="Model name (cache sub-folder).")
+@click.option("--verify", type=click.Choice(["stat", "full"]), default="stat", show_default=True,
+              help="How a cache hit is checked: file sizes and times, or every byte.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--chunk-mib", type=click.IntRange(1, 1024), default=8, show_default=True)
+@_friendly
+def fetch(
+    source: str, cache_root: Path, model_name: str, verify: str, concurrency: int, chunk_mib: int
+) -> None:
+    """Fetch SOURCE (s3://bucket/prefix or file:///path) into a local cache.
+
+    The same code as the fetch-weights step: prints the cache path and the content digest.
+    S3 settings come from the usual AWS variables (AWS_ENDPOINT_URL for S3-compatible stores).
+    """
+    from steps.weights.checksum import MiB
+    from steps.weights.fetch import fetch_model
+
+    result = fetch_model(source, cache_root, model_name, verify=verify,  # type: ignore[arg-type]
+                         concurrency=concurrency, chunk_size=chunk_mib * MiB)
+    click.echo(f"path: {result.path}")
+    click.echo(f"digest: {result.digest}")
+    what = "cache hit" if result.cache_hit else f"{result.downloaded_bytes / 1e6:.1f} MB fetched"
+    click.echo(f"{what} in {result.seconds:.2f} s", err=True)
+
+
+@main.command("tiny-model")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed, same weights and tokenizer, byte for byte.")
+@_friendly
+def tiny_model(out: Path, seed: int) -> None:
+    """Create a tiny Llama-architecture model with its own tokenizer in OUT (no download)."""
+    from steps.tiny_model import create_tiny_model
+
+    click.echo(str(create_tiny_model(out, seed=seed)))
+
+
+@main.command()
+@click.option("-f", "--spec", "spec_path", default=Path("releases/tiny.yaml"), show_default=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--workdir", default=Path(".llmflow/demo"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where the model, the local S3 data and the cache go.")
+@_friendly
+def demo(spec_path: Path, workdir: Path) -> None:
+    """Run the lifecycle locally on a tiny model, as far as this version provides it.
+
+    Creates the tiny model, serves it from a local S3 server (s3rver), renders and lints the
+    fetch-weights pipeline, runs its step as the pod would, and loads the fetched model.
+    """
+    from workflows.demo import run_demo
+
+    run_demo(spec_path, workdir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
