@@ -73,7 +73,7 @@ def fetch_model(
     src = open_source(source)
     files = src.list_files()
     for f in files:
-        _check_path(source, f.path)
+        check_relative_path(source, f.path)
     digest = listing_digest(files)
     entry = CacheEntry(Path(cache_root), model, digest)
     total = sum(f.size for f in files)
@@ -161,7 +161,8 @@ def _reusable(entry: CacheEntry, plans: list[FilePlan]) -> list[CachedFile]:
     return kept
 
 
-def _check_path(source: str, rel: str) -> None:
+def check_relative_path(source: str, rel: str) -> None:
+    """Refuse a listed path that would land outside the entry or on llmflow's own metadata."""
     parts = PurePosixPath(rel).parts
     if rel.startswith("/") or ".." in parts or (parts and parts[0] == ".llmflow"):
         raise SourceError(

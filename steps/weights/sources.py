@@ -183,7 +183,9 @@ class S3Source(Source):
             read_timeout=60,
             s3={"addressing_style": "path"} if endpoint else {},
         )
-        self._client = boto3.client("s3", endpoint_url=endpoint or None, config=config)
+        # A session of our own: boto3's default one caches the credentials it first saw.
+        session = boto3.session.Session()
+        self._client = session.client("s3", endpoint_url=endpoint or None, config=config)
         self._urls: dict[str, str] = {}
         self._urls_lock = threading.Lock()
 

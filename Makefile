@@ -1,0 +1,43 @@
+# llmflow: `make demo` runs the lifecycle locally on a tiny model; `make test` runs the suite.
+# Both set up everything they need first: a virtual environment in .venv with the Python
+# packages (torch pinned to the CPU build), and s3rver (npm) inside it.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+S3RVER_VERSION := 3.7.1
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint golden clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.
+	$(BIN)/python -m pip install -q 'torch==2.13.0'
+	$(BIN)/python -m pip install -q -e '.[model,dev]'
+	npm install -s --no-audit --no-fund --prefix $(VENV)/node s3rver@$(S3RVER_VERSION)
+	touch $@
+
+test: setup
+	$(BIN)/ruff check workflows steps serving evals tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/llmflow demo
+
+lint: setup
+	$(BIN)/llmflow lint
+
+# Rewrite the golden files after an intended change to a pipeline (never under CI).
+golden: setup
+	REGENERATE=1 $(BIN)/python -m pytest tests/test_golden.py
+
+clean:
+	rm -rf $(VENV) .llmflow

@@ -1,0 +1,104 @@
+"""A recording stand-in for the Argo server's REST API, checked against Argo's own swagger spec.
+
+No Argo server can run here. This one accepts only requests that Argo v4.1.2's published API
+(`swagger-v4.1.2.json`) defines: a known path and method, and a body that passes the
+operation's schema with every object closed. Anything else gets the 4xx a real server would
+send. Accepted requests are recorded for the test to inspect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from workflows.validation._strict import close_schema
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    operation: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class ArgoStandIn:
+    swagger_path: Path
+    token: str = "secret-token"
+    requests: list[Recorded] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        swagger = json.loads(self.swagger_path.read_text())
+        self._definitions = close_schema(swagger["definitions"])
+        self._routes = []
+        for template, methods in swagger["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$")
+            for method, op in methods.items():
+                self._routes.append((pattern, method.upper(), op))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ArgoStandIn:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _check(self, method: str, path: str, headers: dict[str, str], raw: bytes):
+        route = next(
+            ((p, m, op) for p, m, op in self._routes if m == method and p.match(path)), None
+        )
+        if route is None:
+            return 404, {"code": 5, "message": f"no route {method} {path}"}, None
+        op = route[2]
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, {"code": 16, "message": "token not valid"}, None
+        body = json.loads(raw or b"null")
+        for param in op.get("parameters", []):
+            if param.get("in") == "body":
+                schema = {"definitions": self._definitions, **close_schema(param["schema"])}
+                errors = list(jsonschema.Draft4Validator(schema).iter_errors(body))
+                if errors:
+                    msg = "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+                    return 400, {"code": 3, "message": msg}, None
+        return 200, None, Recorded(method, path, op["operationId"], headers, body)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, error, record = standin._check("POST", self.path, dict(self.headers), raw)
+                if record is None:
+                    standin.rejected.append(error["message"])
+                    payload = error
+                else:
+                    standin.requests.append(record)
+                    workflow = record.body["workflow"]
+                    meta = workflow.setdefault("metadata", {})
+                    meta["name"] = meta.get("name") or meta.get("generateName", "wf-") + "x7k2p"
+                    payload = workflow
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,85 @@
+"""Shared fixtures: upstream schemas, real S3 servers, the tiny model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workflows.local.s3 import LocalS3
+from workflows.validation import SchemaRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+@pytest.fixture(scope="session")
+def schemas_dir() -> Path:
+    """The upstream schema files; their absence fails the tests that need them."""
+    marker = SCHEMAS / "argo-workflows" / "schema-v4.1.2.json"
+    if not marker.is_file():
+        pytest.fail(f"upstream schemas missing: {marker} not found (expected ../shared/schemas)")
+    return SCHEMAS
+
+
+@pytest.fixture(scope="session")
+def registry(schemas_dir: Path) -> SchemaRegistry:
+    return SchemaRegistry.load(schemas_dir)
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalS3]:
+    """A real s3rver with bucket `models`, and the AWS variables pointing at it."""
+    server = LocalS3(tmp_path / "s3data", buckets=("models",))
+    with server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from steps.tiny_model import create_tiny_model
+
+    return create_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", seed=0)
+
+
+def make_files(root: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, bytes]:
+    """Write files of pseudo-random bytes; returns their contents by relative path."""
+    import random
+
+    rng = random.Random(seed)
+    contents = {}
+    for rel, size in sizes.items():
+        data = rng.randbytes(size)
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        contents[rel] = data
+    return contents
+
+
+def upload(client: object, bucket: str, prefix: str, contents: dict[str, bytes]) -> None:
+    for rel, data in contents.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{rel}", Body=data)  # type: ignore[attr-defined]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file below root except llmflow's own metadata."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and ".llmflow" not in p.relative_to(root).parts
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests away from any AWS account configured on the machine."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from workflows.exceptions import SpecError
+from workflows.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict:
+    return {"model": {"name": "tiny-llama", "source": "s3://models/tiny-llama"}}
+
+
+def test_every_example_spec_loads() -> None:
+    specs = sorted((ROOT / "releases").glob("*.yaml"))
+    assert specs, "releases/ holds no example spec"
+    for path in specs:
+        spec = load_spec(path)
+        assert spec.model.name
+
+
+def test_defaults_fill_the_cluster_settings() -> None:
+    spec = parse_spec(base())
+    assert spec.namespace == "llmflow"
+    assert spec.storage.credentials_secret == "llmflow-s3"
+    assert spec.model.cache.verify == "stat"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("ftp://host/model", "scheme 'ftp'"),
+        ("models/tiny", "no scheme"),
+        ("s3://models", "names a whole bucket"),
+        ("s3://Bad_Bucket/x", "not a valid S3 bucket name"),
+        ("file://relative/path", "absolute path"),
+        ("hf://org/model", "no revision"),
+        ("hf://org/model@main", "not supported by this release"),
+    ],
+)
+def test_bad_source_names_field_value_and_fix(source: str, expected: str) -> None:
+    data = base()
+    data["model"]["source"] = source
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, origin="releases/x.yaml")
+    message = str(info.value)
+    assert message.startswith("releases/x.yaml: model.source = ")
+    assert repr(source) in message
+    assert expected in message
+
+
+def test_misspelled_field_suggests_the_right_one() -> None:
+    data = base()
+    data["model"]["cach"] = {"verify": "full"}
+    with pytest.raises(SpecError, match=r"model\.cach: unknown field; did you mean 'cache'\?"):
+        parse_spec(data)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = {"namespace": "Bad_NS", "model": {"name": "x", "source": "ftp://a"}, "extra": 1}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3
+    assert any(line.startswith("<spec>: namespace = 'Bad_NS'") for line in lines)
+    assert any("extra: unknown field" in line for line in lines)
+
+
+def test_out_of_range_numbers_and_enums_are_rejected() -> None:
+    data = base()
+    data["model"]["cache"] = {"concurrency": 0, "verify": "sometimes"}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert "model.cache.concurrency = 0" in str(info.value)
+    assert "model.cache.verify = 'sometimes'" in str(info.value)
+
+
+def test_missing_model_section(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("namespace: llmflow\n")
+    with pytest.raises(SpecError, match=r"r\.yaml: model: required field is missing"):
+        load_spec(path)
+
+
+def test_missing_file_and_broken_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such release spec"):
+        load_spec(tmp_path / "none.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(broken)
