@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml Makefile
 
 test: setup
 	$(BIN)/ruff check workflows steps serving evals tests benchmarks
+	$(BIN)/ruff format --check workflows steps serving evals tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 #: Shape of the model: head size 64 is one every vLLM CPU attention kernel supports.
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "vocab_size": 512,
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -47,7 +48,7 @@ abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'"()[]{}<>-_=+*/\\|@
 """
 
 
-def train_tokenizer(vocab_size: int = CONFIG["vocab_size"]):  # type: ignore[no-untyped-def]
+def train_tokenizer(vocab_size: int = CONFIG["vocab_size"]) -> Any:
     """A byte-level BPE tokenizer trained on the built-in corpus (deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -94,7 +95,7 @@ def create_tiny_model(out: Path, seed: int = 0) -> Path:
         **CONFIG, bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config).float()
     model.generation_config.pad_token_id = ids["<pad>"]
     model.save_pretrained(out, safe_serialization=True)
     _make_portable(out, ids)

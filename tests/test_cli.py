@@ -29,7 +29,9 @@ def test_every_command_has_help(cli) -> None:
     for command in ["render", "lint", "submit", "fetch", "tiny-model", "demo", "pipelines"]:
         assert command in top.output
         result = cli(command, "--help")
-        assert result.exit_code == 0 and "Usage: main " + command in result.output.replace("llmflow", "main")
+        assert result.exit_code == 0 and "Usage: main " + command in result.output.replace(
+            "llmflow", "main"
+        )
 
 
 def test_pipelines_lists_fetch_weights(cli) -> None:
@@ -70,10 +72,17 @@ def test_no_secret_values_in_rendered_yaml(cli) -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda wf: wf["spec"].__setitem__("entrypiont", wf["spec"].pop("entrypoint")),
-         "spec.entrypiont: unknown field; did you mean 'entrypoint'?"),
-        (lambda wf: wf["spec"]["volumes"][0]["persistentVolumeClaim"].__setitem__("claimNme", "x"),
-         "spec.volumes[0].persistentVolumeClaim.claimNme: unknown field; did you mean 'claimName'?"),
+        (
+            lambda wf: wf["spec"].__setitem__("entrypiont", wf["spec"].pop("entrypoint")),
+            "spec.entrypiont: unknown field; did you mean 'entrypoint'?",
+        ),
+        (
+            lambda wf: wf["spec"]["volumes"][0]["persistentVolumeClaim"].__setitem__(
+                "claimNme", "x"
+            ),
+            "spec.volumes[0].persistentVolumeClaim.claimNme: "
+            "unknown field; did you mean 'claimName'?",
+        ),
     ],
 )
 def test_lint_rejects_misspellings_with_the_field_path(cli, tmp_path, edit, expected) -> None:
@@ -95,7 +104,9 @@ def test_lint_defaults_to_every_pipeline(cli, monkeypatch) -> None:
 
 def test_lint_rejects_unchecked_kinds_unless_allowed(cli, tmp_path) -> None:
     path = tmp_path / "job.yaml"
-    path.write_text("apiVersion: kubeflow.org/v1\nkind: PyTorchJob\nmetadata: {name: j}\nspec: {}\n")
+    path.write_text(
+        "apiVersion: kubeflow.org/v1\nkind: PyTorchJob\nmetadata: {name: j}\nspec: {}\n"
+    )
     assert cli("lint", str(path)).exit_code == 1
     assert cli("lint", str(path), "--allow-unchecked", "PyTorchJob").exit_code == 0
 
@@ -103,7 +114,9 @@ def test_lint_rejects_unchecked_kinds_unless_allowed(cli, tmp_path) -> None:
 def test_bad_spec_is_an_error_before_anything_is_written(cli, tmp_path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("model: {name: tiny, source: 'ftp://x/y'}\n")
-    result = CliRunner().invoke(main, ["render", "fetch-weights", "-f", str(spec), "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["render", "fetch-weights", "-f", str(spec), "-o", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2
     assert "model.source = 'ftp://x/y'" in result.output
     assert not (tmp_path / "out").exists()
@@ -116,8 +129,18 @@ def test_unknown_pipeline(cli) -> None:
 
 def test_submit_sends_a_valid_create_request(cli, schemas_dir) -> None:
     with ArgoStandIn(schemas_dir / "argo-workflows" / "swagger-v4.1.2.json") as argo:
-        result = cli("submit", "fetch-weights", "-f", SPEC, "--host", argo.url,
-                     "--token", argo.token, "-n", "team-a")
+        result = cli(
+            "submit",
+            "fetch-weights",
+            "-f",
+            SPEC,
+            "--host",
+            argo.url,
+            "--token",
+            argo.token,
+            "-n",
+            "team-a",
+        )
         assert argo.rejected == []
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "fetch-weights-tiny-llama-x7k2p"
@@ -130,8 +153,9 @@ def test_submit_sends_a_valid_create_request(cli, schemas_dir) -> None:
 
 def test_submit_refused_token_is_a_clear_error(cli, schemas_dir) -> None:
     with ArgoStandIn(schemas_dir / "argo-workflows" / "swagger-v4.1.2.json") as argo:
-        result = CliRunner().invoke(main, ["submit", "fetch-weights", "-f", SPEC,
-                                           "--host", argo.url, "--token", "wrong"])
+        result = CliRunner().invoke(
+            main, ["submit", "fetch-weights", "-f", SPEC, "--host", argo.url, "--token", "wrong"]
+        )
     assert result.exit_code == 2
     assert f"the Argo server at {argo.url} refused the workflow" in result.output
     assert "wrong" not in result.output
@@ -158,6 +182,9 @@ def test_the_stand_in_rejects_what_argo_would(schemas_dir) -> None:
     with ArgoStandIn(schemas_dir / "argo-workflows" / "swagger-v4.1.2.json") as argo:
         auth = {"Authorization": f"Bearer {argo.token}"}
         bad = {"workflow": {"metadata": {"generateName": "x-"}, "spec": {"entrypiont": "main"}}}
-        assert requests.post(f"{argo.url}/api/v1/workflows/ns", json=bad, headers=auth).status_code == 400
+        assert (
+            requests.post(f"{argo.url}/api/v1/workflows/ns", json=bad, headers=auth).status_code
+            == 400
+        )
         assert requests.post(f"{argo.url}/api/v1/nothing", json={}, headers=auth).status_code == 404
     assert argo.requests == [] and "entrypiont" in argo.rejected[0]

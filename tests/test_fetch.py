@@ -191,12 +191,17 @@ def test_concurrent_fetches_download_once(tmp_path, s3) -> None:
         "import json, sys\n"
         "from steps.weights.fetch import fetch_model\n"
         "r = fetch_model('s3://models/tiny', sys.argv[1], 'tiny', progress=False, concurrency=2)\n"
-        "print(json.dumps({'waited': r.waited, 'downloaded': r.downloaded_bytes, 'path': str(r.path)}))\n"
+        "print(json.dumps({'waited': r.waited, 'downloaded': r.downloaded_bytes,\n"
+        "                  'path': str(r.path)}))\n"
     )
     env = {**os.environ, **s3.env()}
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cache")], env=env,
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / "cache")],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     import json
@@ -210,11 +215,13 @@ def test_concurrent_fetches_download_once(tmp_path, s3) -> None:
 
 def test_file_source(tmp_path) -> None:
     contents = make_files(tmp_path / "src", {"w.bin": 3 * MiB + 1, "c.json": 10})
-    result = fetch_model(f"file://{tmp_path / 'src'}", tmp_path / "cache", "m", progress=False,
-                         chunk_size=MiB)
+    result = fetch_model(
+        f"file://{tmp_path / 'src'}", tmp_path / "cache", "m", progress=False, chunk_size=MiB
+    )
     assert tree_bytes(result.path) == contents
-    assert fetch_model(f"file://{tmp_path / 'src'}", tmp_path / "cache", "m",
-                       progress=False).cache_hit
+    assert fetch_model(
+        f"file://{tmp_path / 'src'}", tmp_path / "cache", "m", progress=False
+    ).cache_hit
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "a/../../b", "/abs", ".llmflow/manifest.json"])

@@ -65,13 +65,17 @@ def test_misspelled_fields_are_reported_with_their_path(use_upstream: bool, regi
     workflow["spec"]["entrypiont"] = workflow["spec"].pop("entrypoint")
     template = next(t for t in workflow["spec"]["templates"] if "script" in t)
     template["script"]["imagePullPolicyy"] = "Always"
-    problems = validate_documents([("wf.yaml", workflow)], registry if use_upstream else SchemaRegistry())
+    problems = validate_documents(
+        [("wf.yaml", workflow)], registry if use_upstream else SchemaRegistry()
+    )
     index = workflow["spec"]["templates"].index(template)
     assert sorted((p.path, p.message) for p in problems) == sorted(
         [
             ("spec.entrypiont", "unknown field; did you mean 'entrypoint'?"),
-            (f"spec.templates[{index}].script.imagePullPolicyy",
-             "unknown field; did you mean 'imagePullPolicy'?"),
+            (
+                f"spec.templates[{index}].script.imagePullPolicyy",
+                "unknown field; did you mean 'imagePullPolicy'?",
+            ),
         ]
     )
     assert all(str(p).startswith("wf.yaml: Workflow/fetch-weights-tiny-llama-: ") for p in problems)
@@ -98,8 +102,10 @@ def test_embedded_builtin_manifest_is_checked(registry) -> None:
     bad = with_resource(fetch_workflow(), bad_manifest)
     problems = validate_documents([("wf", bad)], registry)
     assert [(p.path, p.message) for p in problems] == [
-        ("spec.templates[2].resource.manifest:spec.replicaz",
-         "unknown field; did you mean 'replicas'?")
+        (
+            "spec.templates[2].resource.manifest:spec.replicaz",
+            "unknown field; did you mean 'replicas'?",
+        )
     ]
     assert problems[0].document.endswith("Deployment/vllm")
 
@@ -116,8 +122,14 @@ def test_embedded_crd_manifest_is_checked_against_its_crd(registry) -> None:
 def test_unknown_kind_is_a_failure_unless_allowed() -> None:
     workflow = with_resource(fetch_workflow(), HTTPROUTE)
     problems = validate_documents([("wf", workflow)], SchemaRegistry())
-    assert len(problems) == 1 and "unchecked: no schema for gateway.networking.k8s.io/v1 HTTPRoute" in problems[0].message
-    assert validate_documents([("wf", workflow)], SchemaRegistry(), allow_unchecked={"HTTPRoute"}) == []
+    assert (
+        len(problems) == 1
+        and "unchecked: no schema for gateway.networking.k8s.io/v1 HTTPRoute" in problems[0].message
+    )
+    assert (
+        validate_documents([("wf", workflow)], SchemaRegistry(), allow_unchecked={"HTTPRoute"})
+        == []
+    )
 
 
 def test_user_crds_make_a_kind_checkable(schemas_dir: Path) -> None:

@@ -36,10 +36,16 @@ def model_parameters(spec: ReleaseSpec) -> list[Parameter]:
             enum=["stat", "full"],
             description="cache hit check: stat (sizes and times) or full (re-hash every file)",
         ),
-        Parameter(name="concurrency", value=str(cache.concurrency),
-                  description="parallel ranged downloads"),
-        Parameter(name="chunk-mib", value=str(cache.chunk_mib),
-                  description="size of one ranged download (MiB)"),
+        Parameter(
+            name="concurrency",
+            value=str(cache.concurrency),
+            description="parallel ranged downloads",
+        ),
+        Parameter(
+            name="chunk-mib",
+            value=str(cache.chunk_mib),
+            description="size of one ranged download (MiB)",
+        ),
     ]
 
 

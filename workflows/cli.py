@@ -68,8 +68,13 @@ def pipelines_cmd() -> None:
 @main.command()
 @click.argument("pipeline")
 @spec_option
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write <out>/<pipeline>.yaml instead of printing.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write <out>/<pipeline>.yaml instead of printing.",
+)
 @_friendly
 def render(pipeline: str, spec_path: Path, out_dir: Path | None) -> None:
     """Render PIPELINE for a release spec as Argo Workflow YAML."""
@@ -85,18 +90,35 @@ def render(pipeline: str, spec_path: Path, out_dir: Path | None) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-f", "--spec", "spec_paths", multiple=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="With no FILES: render every pipeline with this spec (default: releases/*.yaml).")
-@click.option("--schemas", "schemas_dir", envvar="LLMFLOW_SCHEMAS",
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of upstream schema files (Argo's schema-*.json, CRD YAML). "
-                   "Env: LLMFLOW_SCHEMAS.")
-@click.option("--crds", "crd_paths", multiple=True,
-              type=click.Path(exists=True, path_type=Path),
-              help="CRD YAML file or folder (e.g. `kubectl get crd NAME -o yaml`); repeatable.")
-@click.option("--allow-unchecked", "allowed", multiple=True, metavar="KIND",
-              help="Let KIND pass although no schema for it is available; repeatable.")
+@click.option(
+    "-f",
+    "--spec",
+    "spec_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With no FILES: render every pipeline with this spec (default: releases/*.yaml).",
+)
+@click.option(
+    "--schemas",
+    "schemas_dir",
+    envvar="LLMFLOW_SCHEMAS",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of upstream schema files (Argo's schema-*.json, CRD YAML). Env: LLMFLOW_SCHEMAS.",
+)
+@click.option(
+    "--crds",
+    "crd_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="CRD YAML file or folder (e.g. `kubectl get crd NAME -o yaml`); repeatable.",
+)
+@click.option(
+    "--allow-unchecked",
+    "allowed",
+    multiple=True,
+    metavar="KIND",
+    help="Let KIND pass although no schema for it is available; repeatable.",
+)
 @_friendly
 def lint(
     files: tuple[Path, ...],
@@ -143,10 +165,18 @@ def lint(
 @spec_option
 @click.option("--host", envvar="ARGO_SERVER", help="Argo server URL. Env: ARGO_SERVER.")
 @click.option("--token", envvar="ARGO_TOKEN", help="Bearer token. Env: ARGO_TOKEN.")
-@click.option("-n", "--namespace", envvar="ARGO_NAMESPACE",
-              help="Namespace (default: the spec's). Env: ARGO_NAMESPACE.")
-@click.option("--insecure", is_flag=True, default=None,
-              help="Skip TLS verification. Env: ARGO_INSECURE_SKIP_VERIFY.")
+@click.option(
+    "-n",
+    "--namespace",
+    envvar="ARGO_NAMESPACE",
+    help="Namespace (default: the spec's). Env: ARGO_NAMESPACE.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Skip TLS verification. Env: ARGO_INSECURE_SKIP_VERIFY.",
+)
 @_friendly
 def submit(
     pipeline: str,
@@ -158,7 +188,8 @@ def submit(
 ) -> None:
     """Validate PIPELINE for a spec and submit it to an Argo server."""
     from workflows.spec import load_spec
-    from workflows.submit import ArgoServer, submit as submit_workflow
+    from workflows.submit import ArgoServer
+    from workflows.submit import submit as submit_workflow
 
     server = ArgoServer.from_env(host, token, namespace, insecure)
     name = submit_workflow(pipeline, load_spec(spec_path), server)
@@ -167,11 +198,21 @@ def submit(
 
 @main.command()
 @click.argument("source")
-@click.option("--cache", "cache_root", required=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Cache root folder.")
+@click.option(
+    "--cache",
+    "cache_root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Cache root folder.",
+)
 @click.option("--name", "model_name", required=True, help="Model name (cache sub-folder).")
-@click.option("--verify", type=click.Choice(["stat", "full"]), default="stat", show_default=True,
-              help="How a cache hit is checked: file sizes and times, or every byte.")
+@click.option(
+    "--verify",
+    type=click.Choice(["stat", "full"]),
+    default="stat",
+    show_default=True,
+    help="How a cache hit is checked: file sizes and times, or every byte.",
+)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)
 @click.option("--chunk-mib", type=click.IntRange(1, 1024), default=8, show_default=True)
 @_friendly
@@ -186,8 +227,14 @@ def fetch(
     from steps.weights.checksum import MiB
     from steps.weights.fetch import fetch_model
 
-    result = fetch_model(source, cache_root, model_name, verify=verify,  # type: ignore[arg-type]
-                         concurrency=concurrency, chunk_size=chunk_mib * MiB)
+    result = fetch_model(
+        source,
+        cache_root,
+        model_name,
+        verify=verify,  # type: ignore[arg-type]
+        concurrency=concurrency,
+        chunk_size=chunk_mib * MiB,
+    )
     click.echo(f"path: {result.path}")
     click.echo(f"digest: {result.digest}")
     what = "cache hit" if result.cache_hit else f"{result.downloaded_bytes / 1e6:.1f} MB fetched"
@@ -196,8 +243,13 @@ def fetch(
 
 @main.command("tiny-model")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Same seed, same weights and tokenizer, byte for byte.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Same seed, same weights and tokenizer, byte for byte.",
+)
 @_friendly
 def tiny_model(out: Path, seed: int) -> None:
     """Create a tiny Llama-architecture model with its own tokenizer in OUT (no download)."""
@@ -207,11 +259,21 @@ def tiny_model(out: Path, seed: int) -> None:
 
 
 @main.command()
-@click.option("-f", "--spec", "spec_path", default=Path("releases/tiny.yaml"), show_default=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--workdir", default=Path(".llmflow/demo"), show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Where the model, the local S3 data and the cache go.")
+@click.option(
+    "-f",
+    "--spec",
+    "spec_path",
+    default=Path("releases/tiny.yaml"),
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--workdir",
+    default=Path(".llmflow/demo"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the model, the local S3 data and the cache go.",
+)
 @_friendly
 def demo(spec_path: Path, workdir: Path) -> None:
     """Run the lifecycle locally on a tiny model, as far as this version provides it.

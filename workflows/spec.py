@@ -1,4 +1,4 @@
-"""The release spec: one YAML file per model (`releases/<model>.yaml`), validated before anything runs.
+"""The release spec: one YAML file per model (`releases/<model>.yaml`), validated up front.
 
 The spec maps one-to-one onto the pipelines' parameters, so every way of starting a pipeline
 (CLI, Argo UI, schedule, git tag) goes through the same validation and the same template.
@@ -84,7 +84,7 @@ class CacheSpec(_Section):
 
 
 class ModelSpec(_Section):
-    """The model a release is about: its name, where its weights come from, where they are cached."""
+    """The model a release is about: its name, where its weights come from, how they are cached."""
 
     name: str = Field(description="the model's name, used in cache paths and object names")
     source: str = Field(description="s3://bucket/prefix, hf://org/name@revision or file:///path")

@@ -85,9 +85,8 @@ def submit(pipeline: str, spec: ReleaseSpec, server: ArgoServer) -> str:
         host=server.host, token=server.token, namespace=namespace, verify_ssl=server.verify_tls
     )
     try:
-        created = service.create_workflow(
-            WorkflowCreateRequest(workflow=workflow.build()), namespace=namespace
-        )
+        request = WorkflowCreateRequest(workflow=workflow.build())  # type: ignore[arg-type]
+        created = service.create_workflow(request, namespace=namespace)
     except requests.ConnectionError:
         raise SubmitError(
             f"cannot reach the Argo server at {server.host}; check --host/ARGO_SERVER and "

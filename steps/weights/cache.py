@@ -1,4 +1,4 @@
-"""The content-addressed weights cache: `<root>/<model>/<digest>/`, complete once its manifest exists.
+"""The content-addressed weights cache: `<root>/<model>/<digest>/`, sealed by its manifest.
 
 Layout of one entry:
 
@@ -124,8 +124,11 @@ class CacheEntry:
         except FileNotFoundError:
             return None
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("%s: unreadable manifest (%s); treating the entry as incomplete",
-                        self.manifest_path, exc)
+            log.warning(
+                "%s: unreadable manifest (%s); treating the entry as incomplete",
+                self.manifest_path,
+                exc,
+            )
             return None
 
     def damaged_files(self, manifest: Manifest, mode: Verify) -> list[CachedFile]:

@@ -26,7 +26,7 @@ def etag_parts(etag: str) -> int:
 
 
 def part_size_candidates(size: int, parts: int) -> list[int]:
-    """Part sizes (whole MiB) that split `size` bytes into exactly `parts` parts, likeliest first."""
+    """Whole-MiB part sizes that cut `size` bytes into exactly `parts` parts, likeliest first."""
     if parts <= 0:
         return []
     if parts == 1:

@@ -113,7 +113,9 @@ class Downloader:
             self._on_bytes(len(block))
 
         try:
-            reader.read_range(partial.plan.file, chunk.offset, chunk.length, self._local.buffer, sink)
+            reader.read_range(
+                partial.plan.file, chunk.offset, chunk.length, self._local.buffer, sink
+            )
         except TransferError:
             self._on_bytes(-moved)  # the chunk restarts from its beginning
             raise

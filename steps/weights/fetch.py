@@ -80,8 +80,9 @@ def fetch_model(
 
     def result(hit: bool, waited: bool, downloaded: int = 0, resumed: int = 0) -> FetchResult:
         seconds = time.monotonic() - started
-        return FetchResult(entry.path, digest, hit, waited, len(files), total, downloaded,
-                           resumed, seconds)
+        return FetchResult(
+            entry.path, digest, hit, waited, len(files), total, downloaded, resumed, seconds
+        )
 
     with entry.locked(model) as waited:
         manifest = entry.read_manifest()
@@ -90,8 +91,12 @@ def fetch_model(
             damaged = entry.damaged_files(manifest, verify)
             if not damaged:
                 return result(True, waited)
-            log.warning("%s: %d cached file(s) damaged (%s); fetching them again", model,
-                        len(damaged), ", ".join(d.path for d in damaged[:5]))
+            log.warning(
+                "%s: %d cached file(s) damaged (%s); fetching them again",
+                model,
+                len(damaged),
+                ", ".join(d.path for d in damaged[:5]),
+            )
             entry.invalidate(damaged)
             intact = {f.path: f for f in manifest.files if f not in damaged}
 

@@ -3,8 +3,9 @@
 The journal is append-only: one line per chunk, written after the chunk's bytes, so after a
 crash or a dropped connection every line names bytes that are on disk and the next run
 fetches only the rest. For whole-file MD5s a hasher follows the contiguous prefix of finished
-chunks, reading them back from the page cache, so checking ends just after the last chunk. The file gets its final name only after its size and checksum check
-out, by an atomic rename: a file under its final name is always a complete, checked file.
+chunks, reading them back from the page cache, so checking ends just after the last chunk.
+The file gets its final name only after its size and checksum check out, by an atomic
+rename: a file under its final name is always a complete, checked file.
 """
 
 from __future__ import annotations
@@ -172,4 +173,3 @@ class PartialFile:
         self.close()
         self.data.unlink(missing_ok=True)
         self.journal.unlink(missing_ok=True)
-

@@ -59,8 +59,7 @@ def plan_file(file: RemoteFile, chunk_size: int) -> FilePlan:
         if candidates:
             return FilePlan(file, candidates[0], True, _cut(file.size, candidates[0]))
         log.warning(
-            "%s: multipart ETag with %d parts fits no whole-MiB part size; "
-            "checking its size only",
+            "%s: multipart ETag with %d parts fits no whole-MiB part size; checking its size only",
             file.path,
             parts,
         )

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class TransferProgress:
-    """Counts bytes from many threads and shows them; `advance` may be negative (a retried chunk)."""
+    """Counts bytes from many threads and shows them; `advance` is negative for a retried chunk."""
 
     LOG_EVERY_S = 5.0
 

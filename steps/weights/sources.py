@@ -121,7 +121,9 @@ class FileSource(Source):
                 full = Path(dirpath, name)
                 stat = full.stat()
                 rel = full.relative_to(root).as_posix()
-                files.append(RemoteFile(rel, stat.st_size, f"{stat.st_size:x}-{stat.st_mtime_ns:x}"))
+                files.append(
+                    RemoteFile(rel, stat.st_size, f"{stat.st_size:x}-{stat.st_mtime_ns:x}")
+                )
         if not files:
             raise SourceError(f"source {self.uri.raw!r}: the folder holds no files")
         return files

@@ -85,8 +85,16 @@ class LocalS3:
     def start(self, timeout: float = 20.0) -> LocalS3:
         """Start the server and wait until it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [find_s3rver(), "-d", str(self.data_dir), "-a", "127.0.0.1", "-p", str(self.port),
-               "--silent"]
+        cmd = [
+            find_s3rver(),
+            "-d",
+            str(self.data_dir),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "--silent",
+        ]
         for bucket in self.buckets:
             cmd += ["--configure-bucket", bucket]
         self._proc = subprocess.Popen(

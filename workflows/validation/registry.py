@@ -83,7 +83,11 @@ class SchemaRegistry:
         """Add every CustomResourceDefinition in a YAML file (also inside a `List`)."""
         found = 0
         for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
-            items = doc.get("items", []) if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+            items = (
+                doc.get("items", [])
+                if isinstance(doc, dict) and doc.get("kind") == "List"
+                else [doc]
+            )
             for item in items:
                 if isinstance(item, dict) and item.get("kind") == "CustomResourceDefinition":
                     found += self._add_crd(item)

@@ -21,7 +21,15 @@ from workflows.validation.registry import ARGO_GROUP_VERSION, SchemaRegistry
 
 #: Checks that cannot judge a value Argo fills in at run time.
 _RUNTIME_VALUE_CHECKS = {
-    "type", "enum", "const", "pattern", "format", "minimum", "maximum", "minLength", "maxLength",
+    "type",
+    "enum",
+    "const",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
 }
 
 

@@ -1,0 +1,21 @@
+"""`make demo` end to end: tiny model -> local S3 -> the fetch step as the pod runs it -> load."""
+
+from pathlib import Path
+
+from steps.weights.cache import Manifest
+from workflows.demo import run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_fetches_a_loadable_model(tmp_path: Path) -> None:
+    outputs = run_demo(ROOT / "releases" / "tiny.yaml", tmp_path / "demo")
+    path = Path(outputs["path"])
+    assert path.is_relative_to(tmp_path / "demo" / "cache" / "tiny-llama")
+    manifest = Manifest.from_json((path / ".llmflow" / "manifest.json").read_text())
+    assert outputs["digest"] == manifest.digest and outputs["digest"].startswith("sha256:")
+    assert outputs["cache-hit"] == "false"
+    assert {f.path for f in manifest.files} >= {"config.json", "model.safetensors"}
+    assert (path / "model.safetensors").read_bytes() == (
+        tmp_path / "demo" / "tiny-model" / "model.safetensors"
+    ).read_bytes()
