@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import requests
-from hera.workflows import WorkflowsService
+from hera.workflows import WorkflowsService, models
 from hera.workflows.models import WorkflowCreateRequest
 
 from workflows.exceptions import SubmitError, ValidationFailed
@@ -85,7 +86,7 @@ def submit(pipeline: str, spec: ReleaseSpec, server: ArgoServer) -> str:
         host=server.host, token=server.token, namespace=namespace, verify_ssl=server.verify_tls
     )
     try:
-        request = WorkflowCreateRequest(workflow=workflow.build())  # type: ignore[arg-type]
+        request = WorkflowCreateRequest(workflow=cast(models.Workflow, workflow.build()))
         created = service.create_workflow(request, namespace=namespace)
     except requests.ConnectionError:
         raise SubmitError(

@@ -20,7 +20,7 @@ from steps.weights.download import Downloader
 from steps.weights.partial import PartialFile
 from steps.weights.plan import FilePlan, plan_file
 from steps.weights.progress import TransferProgress
-from steps.weights.sources import RemoteFile, open_source
+from steps.weights.sources import RemoteFile, Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def fetch_model(
 
 
 def _download(
-    src: object,
+    src: Source,
     model: str,
     partials: list[PartialFile],
     records: list[CachedFile],
@@ -142,7 +142,7 @@ def _download(
     size = sum(p.plan.file.size for p in partials)
     try:
         with TransferProgress(f"fetch {model}", size, resumed, enabled=progress) as bar:
-            Downloader(src, concurrency, bar.advance, on_file_done).run(partials)  # type: ignore[arg-type]
+            Downloader(src, concurrency, bar.advance, on_file_done).run(partials)
     finally:
         for partial in partials:
             partial.close()

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from steps.errors import IntegrityError, SourceError, TransferError
@@ -175,19 +176,7 @@ class S3Source(Source):
 
     def __init__(self, uri: SourceURI) -> None:
         super().__init__(uri)
-        import boto3
-        from botocore.config import Config
-
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-            s3={"addressing_style": "path"} if endpoint else {},
-        )
-        # A session of our own: boto3's default one caches the credentials it first saw.
-        session = boto3.session.Session()
-        self._client = session.client("s3", endpoint_url=endpoint or None, config=config)
+        self._client = _s3_client()
         self._urls: dict[str, str] = {}
         self._urls_lock = threading.Lock()
 
@@ -248,6 +237,47 @@ class S3Source(Source):
     def reader(self) -> RangeReader:
         """A reader with its own keep-alive connection."""
         return _HttpRangeReader(self)
+
+
+_CLIENTS: dict[tuple[str | None, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _s3_client() -> Any:
+    """A boto3 S3 client for the current environment, reused while the environment is the same.
+
+    Building a client loads botocore's service model (tens of ms), which would dominate a
+    cache hit; but boto3's default session keeps the first credentials it saw forever. So
+    clients are cached by the settings they were built from, and a change makes a new one.
+    """
+    import boto3
+    from botocore.config import Config
+
+    keys = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    )
+    settings = tuple(os.environ.get(k) for k in keys)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(settings)
+        if client is None:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            config = Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                s3={"addressing_style": "path"} if endpoint else {},
+            )
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=endpoint or None, config=config)
+            _CLIENTS[settings] = client
+        return client
 
 
 class _HttpRangeReader(RangeReader):

@@ -58,6 +58,13 @@ class LocalS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (for CPU accounting in benchmarks)."""
+        if self._proc is None:
+            raise LLMFlowError("s3rver is not running")
+        return self._proc.pid
+
     def env(self) -> dict[str, str]:
         """The AWS variables that point boto3 (and llmflow's steps) at this server."""
         return {

@@ -1,0 +1,24 @@
+"""Benchmarks keep working: each runs on a small input and prints what it promises.
+
+No timing is asserted here; the numbers are for people, read from a full run.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fetch_benchmark_runs_and_prints_its_ratios() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fetch_weights.py"), "--quick", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ratio llmflow / aws s3 sync:" in result.stdout
+    assert "ratio llmflow / cp -r:" in result.stdout
+    assert "cache hit (8 files):" in result.stdout
