@@ -59,7 +59,7 @@ def run_demo(spec_path: Path, workdir: Path) -> dict[str, str]:
         console.rule("[bold]4. fetch-weights step")
         cache = (workdir / "cache").resolve()
         outputs = _run_step(workflow, "fetch-weights", {"cache-root": str(cache)}, s3, workdir)
-        console.print(f"path:   {outputs['path']}\ndigest: {outputs['digest']}")
+        print(f"path:   {outputs['path']}\ndigest: {outputs['digest']}", flush=True)
         started = time.monotonic()
         again = _run_step(workflow, "fetch-weights", {"cache-root": str(cache)}, s3, workdir)
         console.print(
