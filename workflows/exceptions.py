@@ -31,3 +31,14 @@ class ValidationFailed(LLMFlowError):
 
 class SubmitError(LLMFlowError):
     """The Argo server could not be reached or refused a submission."""
+
+
+class UnsupportedFeature(LLMFlowError):
+    """A Workflow uses a part of Argo the local engine does not implement.
+
+    Raised when the Workflow is loaded, before anything runs, naming the field.
+    """
+
+
+class RunError(LLMFlowError):
+    """A local run cannot go on: an unresolved reference, a missing run, a bad argument."""

@@ -1,0 +1,314 @@
+"""Argo's three small languages, evaluated the way the Argo controller evaluates them.
+
+- `{{...}}` placeholders, substituted from a scope of known variables;
+- `when` conditions (govaluate): `==`, `!=`, `<`, `<=`, `>`, `>=`, `=~`, `!~`, `&&`, `||`,
+  `!`, parentheses, numbers, quoted strings, `true`/`false`; a bare word is a string, so
+  `{{tasks.flip.outputs.result}} == heads` works as in Argo's examples;
+- `depends` (`a && (b.Failed || c.Succeeded)`), where a bare task name means
+  `a.Succeeded || a.Skipped || a.Daemoned`;
+- resource `successCondition` / `failureCondition`: comma-separated requirements on dotted
+  paths of the object (`status.phase == Succeeded`, `status.failed > 0`, `a in (x,y)`).
+
+Argo's `{{=expr}}` expressions are not supported; `support.py` rejects them at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from workflows.exceptions import RunError
+
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+def substitute(text: str, scope: Mapping[str, str], where: str) -> str:
+    """Replace every `{{name}}` with its value from `scope`.
+
+    Raises:
+        RunError: a placeholder names nothing known, naming it and the field.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in scope:
+            return scope[name]
+        raise RunError(f"{where}: unresolved {{{{{name}}}}}; known here: {_known(scope, name)}")
+
+    return PLACEHOLDER.sub(replace, text)
+
+
+def _known(scope: Mapping[str, str], name: str) -> str:
+    head = name.split(".")[0]
+    near = sorted(k for k in scope if k.split(".")[0] == head)
+    return ", ".join(near[:12]) or "nothing of that kind"
+
+
+def substitute_all(value: Any, scope: Mapping[str, str], where: str) -> Any:
+    """`substitute` through nested lists and dicts (values only)."""
+    if isinstance(value, str):
+        return substitute(value, scope, where)
+    if isinstance(value, list):
+        return [substitute_all(v, scope, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: substitute_all(v, scope, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+# --- tokens shared by `when` and `depends` -----------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<op>&&|\|\||==|!=|<=|>=|=~|!~|<|>|!|\(|\))"
+    r"|(?P<str>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
+    r"|(?P<word>[^\s()!<>=&|'\"]+))"
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match or match.end() == pos:
+            raise RunError(f"cannot parse {text!r} at {text[pos:]!r}")
+        kind = match.lastgroup or "op"
+        value = match.group(kind)
+        if kind == "str":
+            value = bytes(value[1:-1], "utf-8").decode("unicode_escape")
+        out.append((kind, value))
+        pos = match.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+class _Parser:
+    """Precedence climbing over `||`, `&&`, `!`, comparisons and atoms."""
+
+    def __init__(self, text: str, atom: Callable[[str, str], Any]) -> None:
+        self.text = text
+        self.tokens = _tokens(text)
+        self.pos = 0
+        self.atom = atom
+
+    def parse(self) -> Any:
+        value = self._or()
+        if self.pos != len(self.tokens):
+            raise RunError(f"cannot parse {self.text!r}: unexpected {self.tokens[self.pos][1]!r}")
+        return value
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str]:
+        if self.pos >= len(self.tokens):
+            raise RunError(f"cannot parse {self.text!r}: it ends too early")
+        self.pos += 1
+        return self.tokens[self.pos - 1]
+
+    def _or(self) -> Any:
+        left = self._and()
+        while self._peek() == "||":
+            self._take()
+            right = self._and()
+            left = _truth(left) or _truth(right)
+        return left
+
+    def _and(self) -> Any:
+        left = self._not()
+        while self._peek() == "&&":
+            self._take()
+            right = self._not()
+            left = _truth(left) and _truth(right)
+        return left
+
+    def _not(self) -> Any:
+        if self._peek() == "!":
+            self._take()
+            return not _truth(self._not())
+        return self._compare()
+
+    def _compare(self) -> Any:
+        left = self._primary()
+        op = self._peek()
+        if op in {"==", "!=", "<", "<=", ">", ">=", "=~", "!~"}:
+            self._take()
+            return _compare(left, op, self._primary())
+        return left
+
+    def _primary(self) -> Any:
+        kind, value = self._take()
+        if kind == "op" and value == "(":
+            inner = self._or()
+            if self._take()[1] != ")":
+                raise RunError(f"cannot parse {self.text!r}: missing ')'")
+            return inner
+        if kind == "op":
+            raise RunError(f"cannot parse {self.text!r}: unexpected {value!r}")
+        return self.atom(kind, value)
+
+
+def _truth(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    raise RunError(f"{value!r} is not a boolean")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    if op in {"=~", "!~"}:
+        found = re.search(str(right), str(left)) is not None
+        return found if op == "=~" else not found
+    a, b = _number(left), _number(right)
+    if a is not None and b is not None:
+        pair: tuple[Any, Any] = (a, b)
+    elif op in {"==", "!="}:
+        pair = (
+            str(left).lower() if isinstance(left, bool) else str(left),
+            str(right).lower() if isinstance(right, bool) else str(right),
+        )
+    else:
+        raise RunError(f"cannot compare {left!r} {op} {right!r}: not numbers")
+    x, y = pair
+    return {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+
+
+def evaluate_when(expression: str) -> bool:
+    """Evaluate a `when` condition whose placeholders are already substituted."""
+
+    def atom(kind: str, value: str) -> Any:
+        if kind == "word" and value in {"true", "false"}:
+            return value == "true"
+        return value
+
+    return _truth(_Parser(expression, atom).parse())
+
+
+# --- depends -------------------------------------------------------------------------------
+
+_RESULTS = {
+    "Succeeded": {"Succeeded"},
+    "Failed": {"Failed"},
+    "Errored": {"Error"},
+    "Skipped": {"Skipped"},
+    "Omitted": {"Omitted"},
+    "Daemoned": set(),
+}
+
+
+def depends_references(expression: str) -> dict[str, set[str]]:
+    """Task names a `depends` expression names, with the results it mentions for each."""
+    refs: dict[str, set[str]] = {}
+    for kind, value in _tokens(expression):
+        if kind == "word":
+            task, _, result = value.partition(".")
+            refs.setdefault(task, set()).add(result or "Succeeded")
+    return refs
+
+
+def evaluate_depends(
+    expression: str, phases: Mapping[str, str], children: Mapping[str, list[str]]
+) -> bool:
+    """Evaluate `depends` given each finished task's phase (and its loop children's phases)."""
+
+    def atom(kind: str, value: str) -> bool:
+        if kind != "word":
+            raise RunError(f"depends {expression!r}: unexpected {value!r}")
+        task, _, result = value.partition(".")
+        if task not in phases:
+            raise RunError(f"depends {expression!r} names {task!r}, which is not a task here")
+        phase = phases[task]
+        if not result:
+            return phase in {"Succeeded", "Skipped"}
+        if result == "AnySucceeded":
+            return "Succeeded" in children.get(task, [])
+        if result == "AllFailed":
+            kids = children.get(task, [])
+            return bool(kids) and all(p in {"Failed", "Error"} for p in kids)
+        if result not in _RESULTS:
+            raise RunError(f"depends {expression!r}: unknown result {result!r} of {task!r}")
+        return phase in _RESULTS[result]
+
+    return _truth(_Parser(expression, atom).parse())
+
+
+# --- resource conditions -------------------------------------------------------------------
+
+_REQUIREMENT = re.compile(
+    r"^\s*(?P<key>[^\s!=<>]+)\s*(?P<op>==|=|!=|>|<| in | notin )\s*(?P<value>.*?)\s*$"
+)
+
+
+def lookup(obj: Any, path: str) -> Any:
+    """A dotted path into an object (`status.conditions.0.type`); None when absent."""
+    for part in path.split("."):
+        if isinstance(obj, dict):
+            obj = obj.get(part)
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return None
+    return obj
+
+
+def _split_requirements(condition: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in condition:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p for p in [*parts, current] if p.strip()]
+
+
+def evaluate_condition(condition: str, obj: Mapping[str, Any]) -> bool:
+    """Whether every requirement of a success/failure condition holds for the object."""
+    for requirement in _split_requirements(condition):
+        requirement = requirement.strip()
+        if requirement.startswith("!"):
+            if lookup(obj, requirement[1:].strip()) is not None:
+                return False
+            continue
+        match = _REQUIREMENT.match(requirement)
+        if not match:
+            if lookup(obj, requirement) is None:  # bare key: exists
+                return False
+            continue
+        actual = lookup(obj, match["key"])
+        op, expected = match["op"].strip(), match["value"].strip()
+        if actual is None:
+            if op in {"!=", "notin"}:
+                continue
+            return False
+        text = json.dumps(actual) if isinstance(actual, (bool, dict, list)) else str(actual)
+        text = text.lower() if isinstance(actual, bool) else text
+        if op in {"=", "=="}:
+            ok = text == expected
+        elif op == "!=":
+            ok = text != expected
+        elif op in {"in", "notin"}:
+            values = {v.strip() for v in expected.strip("()").split(",")}
+            ok = (text in values) == (op == "in")
+        else:
+            a, b = _number(actual), _number(expected)
+            if a is None or b is None:
+                return False
+            ok = a > b if op == ">" else a < b
+        if not ok:
+            return False
+    return True

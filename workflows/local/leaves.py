@@ -1,0 +1,266 @@
+"""Leaf templates run locally: container and script as processes, resource, suspend.
+
+Each function takes the node it runs and the resolved template, sets the node's phase and
+message, and returns the outputs Argo would collect (stdout as `result`, files as parameters).
+They never raise for a failure of the step itself: that is the node's phase. They do raise
+`RunError` for what Argo would also refuse (a missing Secret key, an unresolved reference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import yaml
+
+from workflows.exceptions import RunError
+from workflows.local.expressions import evaluate_condition, lookup
+from workflows.local.paths import PathMapper
+from workflows.local.store import Node
+
+if TYPE_CHECKING:
+    from workflows.local.engine import Run
+
+#: How much of stdout is kept as `outputs.result` (Argo keeps 256 kB too).
+RESULT_LIMIT = 256 * 1024
+
+#: Seconds between status polls of a resource or a suspended node.
+POLL_S = 0.2
+
+
+def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapper) -> None:
+    """Run a container or script template's command as a local process group."""
+    body = template.get("container") or template["script"]
+    command = [_python(c) for c in body.get("command") or []]
+    if not command:
+        raise RunError(
+            f"template {template['name']!r}: no command; locally there is no image entrypoint, "
+            "so give the container a command"
+        )
+    args = [mapper.rewrite(a) for a in body.get("args") or []]
+    node_dir = run.store.node_dir(node.id)
+    if "script" in template:
+        script = node_dir / "script"
+        script.write_text(mapper.rewrite(body.get("source", "")))
+        args.append(str(script))
+    env = {**run.env, **_container_env(run, body.get("env") or [], mapper, template["name"])}
+    cwd = mapper.local(body["workingDir"]) if body.get("workingDir") else run.workdir
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    deadline = _seconds(template.get("activeDeadlineSeconds"))
+    log_path = node_dir / "main.log"
+    try:
+        proc = subprocess.Popen(
+            [command[0], *command[1:], *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        node.phase, node.message = "Error", f"cannot start {command[0]!r}: {exc.strerror}"
+        return
+    stdout = bytearray()
+    with open(log_path, "ab") as log, run.tracking(proc):
+        readers = [
+            threading.Thread(target=_pump, args=(proc.stdout, log, stdout), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, log, None), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        timed_out = _wait(run, proc, deadline)
+        for reader in readers:
+            reader.join()
+    node.outputs["exitCode"] = str(proc.returncode)
+    result = stdout[-RESULT_LIMIT:].decode("utf-8", "replace").rstrip("\n")
+    if result:
+        node.outputs["result"] = result
+    if timed_out:
+        node.phase = "Failed"
+        node.message = "Pod was active on the node longer than the specified deadline"
+    elif run.stopping.is_set():
+        node.phase, node.message = "Failed", run.stop_reason
+    elif proc.returncode == 0:
+        node.phase = "Succeeded"
+    else:
+        node.phase, node.message = "Failed", f"Error (exit code {proc.returncode})"
+
+
+def _python(word: str) -> str:
+    """`python` in a command means this environment's interpreter."""
+    return sys.executable if word in {"python", "python3"} else word
+
+
+def _container_env(
+    run: Run, env: list[dict[str, Any]], mapper: PathMapper, template: str
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in env:
+        name = item["name"]
+        if "value" in item:
+            out[name] = mapper.rewrite(str(item["value"]))
+            continue
+        ref_kind, ref = next(iter((item.get("valueFrom") or {}).items()), ("", {}))
+        kind = "Secret" if ref_kind == "secretKeyRef" else "ConfigMap"
+        value = run.platform.key_ref(kind, run.namespace, ref.get("name", ""), ref.get("key", ""))
+        if value is None:
+            if ref.get("optional"):
+                continue
+            hint = f" or export {ref.get('key')}" if kind == "Secret" else ""
+            raise RunError(
+                f"template {template!r}: env {name} needs key {ref.get('key')!r} of {kind} "
+                f"{ref.get('name')!r}, which does not exist locally; create it with a resource "
+                f"template{hint}"
+            )
+        out[name] = value
+    return out
+
+
+def _pump(stream: IO[bytes] | None, log: IO[bytes], keep: bytearray | None) -> None:
+    if stream is None:
+        return
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        log.write(chunk)
+        log.flush()
+        if keep is not None:
+            keep.extend(chunk)
+            if len(keep) > 2 * RESULT_LIMIT:
+                del keep[:-RESULT_LIMIT]
+
+
+def _wait(run: Run, proc: subprocess.Popen[bytes], deadline: float | None) -> bool:
+    """Wait for the process; end it at the deadline or when the run stops. True if timed out."""
+    started = time.monotonic()
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        expired = deadline is not None and time.monotonic() - started > deadline
+        if expired or run.stopping.is_set():
+            terminate(proc)
+            return expired
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End a process group: SIGTERM, then SIGKILL after a grace period."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _seconds(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    return float(value)
+
+
+def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, Any] | None:
+    """Act on a manifest through the LocalPlatform and wait on its conditions."""
+    spec = template["resource"]
+    try:
+        manifest = yaml.safe_load(spec.get("manifest") or "")
+    except yaml.YAMLError as exc:
+        node.phase, node.message = "Error", f"manifest is not valid YAML: {exc}"
+        return None
+    if not isinstance(manifest, dict):
+        node.phase, node.message = "Error", "manifest is not an object"
+        return None
+    action = spec.get("action", "")
+    try:
+        obj = run.platform.act(action, manifest)
+    except RunError as exc:
+        node.phase, node.message = "Failed", str(exc)
+        return None
+    success, failure = spec.get("successCondition"), spec.get("failureCondition")
+    if obj is None or not (success or failure):
+        node.phase = "Succeeded"
+        return obj
+    meta = obj.get("metadata") or {}
+    deadline = _seconds(template.get("activeDeadlineSeconds"))
+    started = time.monotonic()
+    while True:
+        current = run.platform.get(obj["kind"], meta.get("namespace", ""), meta.get("name", ""))
+        if current is None:
+            node.phase, node.message = "Failed", f"{obj['kind']} {meta.get('name')} disappeared"
+            return None
+        if failure and evaluate_condition(failure, current):
+            node.phase, node.message = "Failed", f"failure condition '{failure}' matched"
+            return current
+        if success and evaluate_condition(success, current):
+            node.phase = "Succeeded"
+            return current
+        if run.stopping.is_set():
+            node.phase, node.message = "Failed", run.stop_reason
+            return current
+        if deadline is not None and time.monotonic() - started > deadline:
+            node.phase = "Failed"
+            node.message = "Step exceeded its deadline"
+            return current
+        time.sleep(POLL_S)
+
+
+def json_path(obj: Any, expression: str) -> str:
+    """A `{.a.b}` JSONPath (the subset resource outputs use) into an object."""
+    path = expression.strip()
+    if path.startswith("{") and path.endswith("}"):
+        path = path[1:-1]
+    value = lookup(obj, path.lstrip("."))
+    if value is None:
+        raise RunError(f"jsonPath {expression!r} matches nothing in the resource")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_suspend(
+    run: Run, node: Node, template: dict[str, Any], on_wait: Callable[[], None]
+) -> None:
+    """Wait for `llmflow runs resume`, the duration, or the run to stop."""
+    duration = duration_seconds(str((template.get("suspend") or {}).get("duration") or ""))
+    started = time.monotonic()
+    node.message = "suspended: resume with `llmflow runs resume " + run.store.name + "`"
+    on_wait()
+    while True:
+        if run.store.resume_marker.exists():
+            node.phase, node.message = "Succeeded", "resumed"
+            return
+        if duration is not None and time.monotonic() - started >= duration:
+            node.phase, node.message = "Succeeded", ""
+            return
+        if run.stopping.is_set():
+            node.phase, node.message = "Failed", run.stop_reason
+            return
+        time.sleep(POLL_S)
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float | None:
+    """Argo durations: `30`, `30s`, `2m`, `1h30m`, `500ms`; empty means none."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise RunError(f"duration {text!r} is not like 30s, 2m or 1h30m")
+    return sum(float(n) * _UNITS[u] for n, u in parts)

@@ -1,0 +1,48 @@
+"""Container paths on one machine: volumes become folders, other absolute paths a per-node root.
+
+A pod sees `/models` (a volume) and writes `/tmp/hera-outputs/parameters/path`; locally the
+same command must touch a folder of the run instead. The mapper rewrites those paths where
+they appear in commands, arguments, environment values, script sources and input values,
+and tells the engine where to read outputs back. Only paths the template declares (volume
+mounts, output and artifact paths, Hera's outputs folder) are rewritten, and only as whole
+path prefixes: `s3://bucket/models` is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+
+class PathMapper:
+    """Maps container paths of one node to local paths."""
+
+    def __init__(self, mounts: dict[str, Path], fs_root: Path) -> None:
+        self.mounts = {m.rstrip("/") or "/": p for m, p in mounts.items()}
+        self.fs_root = fs_root
+        self._prefixes: set[str] = set(self.mounts)
+        self._pattern: re.Pattern[str] | None = None
+
+    def declare(self, container_path: str) -> None:
+        """Rewrite this path prefix too (an output folder, an artifact path)."""
+        self._prefixes.add(container_path.rstrip("/"))
+        self._pattern = None
+
+    def local(self, container_path: str) -> Path:
+        """Where a container path lives on this machine."""
+        path = PurePosixPath(container_path)
+        for mount in sorted(self.mounts, key=len, reverse=True):
+            if path == PurePosixPath(mount) or PurePosixPath(mount) in path.parents:
+                return self.mounts[mount] / path.relative_to(mount)
+        return self.fs_root / str(path).lstrip("/")
+
+    def rewrite(self, text: str) -> str:
+        """Replace declared container paths in a string by their local paths."""
+        if not self._prefixes:
+            return text
+        if self._pattern is None:
+            alternatives = "|".join(
+                re.escape(p) for p in sorted(self._prefixes, key=len, reverse=True)
+            )
+            self._pattern = re.compile(rf"(?<![\w.\-/~])({alternatives})(?=/|$|[^\w.\-])")
+        return self._pattern.sub(lambda m: str(self.local(m.group(1))), text)
