@@ -9,9 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_fetches_a_loadable_model(tmp_path: Path) -> None:
-    outputs = run_demo(ROOT / "releases" / "tiny.yaml", tmp_path / "demo")
+    outputs = run_demo(ROOT / "releases" / "tiny.yaml", tmp_path / "demo", tmp_path / "root")
     path = Path(outputs["path"])
-    assert path.is_relative_to(tmp_path / "demo" / "cache" / "tiny-llama")
+    assert path.is_relative_to(tmp_path / "root" / "volumes" / "pvc" / "llmflow-model-cache")
     manifest = Manifest.from_json((path / ".llmflow" / "manifest.json").read_text())
     assert outputs["digest"] == manifest.digest and outputs["digest"].startswith("sha256:")
     assert outputs["cache-hit"] == "false"

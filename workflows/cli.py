@@ -196,6 +196,137 @@ def submit(
     click.echo(name)
 
 
+@main.command("run")
+@click.argument("pipeline", required=False)
+@click.option(
+    "-f",
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Release spec to render PIPELINE with.",
+)
+@click.option(
+    "--file",
+    "workflow_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run this Workflow YAML instead of rendering a pipeline.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a workflow parameter; repeatable.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".llmflow"),
+    show_default=True,
+    help="Folder for runs, volumes, locks and local objects.",
+)
+@_friendly
+def run_cmd(
+    pipeline: str | None,
+    spec_path: Path | None,
+    workflow_file: Path | None,
+    sets: tuple[str, ...],
+    root: Path,
+) -> None:
+    """Run a pipeline (or any Workflow YAML) on this machine, without a cluster.
+
+    Executes the same Workflow `render` prints: DAGs, steps, retries, loops, exit handlers
+    and the rest of the subset the README lists, with container steps as local processes and
+    volumes as folders under --root. Secrets not created by the run are read from environment
+    variables named like their keys. Exits 0 only when the workflow Succeeded.
+    """
+    from workflows.local.runner import run_workflow
+
+    if (pipeline is None) == (workflow_file is None):
+        raise LLMFlowError("give a PIPELINE with -f SPEC, or --file WORKFLOW.yaml")
+    overrides = {}
+    for item in sets:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise LLMFlowError(f"--set {item!r}: write NAME=VALUE")
+        overrides[name] = value
+    phase = run_workflow(pipeline, spec_path, workflow_file, overrides, root)
+    raise SystemExit(0 if phase == "Succeeded" else 1)
+
+
+@main.group("runs")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".llmflow"),
+    show_default=True,
+    help="Folder the runs are in.",
+)
+@click.pass_context
+def runs_group(ctx: click.Context, root: Path) -> None:
+    """Inspect and resume local runs."""
+    ctx.obj = root
+
+
+@runs_group.command("list")
+@click.pass_obj
+def runs_list(root: Path) -> None:
+    """List local runs, newest first."""
+    from workflows.local.store import list_runs
+
+    for status in list_runs(root):
+        meta = status.get("metadata", {})
+        click.echo(
+            f"{meta.get('name', ''):45} {status.get('phase', ''):10} {status.get('startedAt', '')}"
+        )
+
+
+@runs_group.command("get")
+@click.argument("name")
+@click.pass_obj
+@_friendly
+def runs_get(root: Path, name: str) -> None:
+    """Show a run's tree of nodes with phases, timings and output parameters."""
+    from rich.console import Console
+
+    from workflows.local.store import RunStore
+    from workflows.local.view import render
+
+    Console().print(render(RunStore(root.resolve(), name).read_status(), outputs=True))
+
+
+@runs_group.command("logs")
+@click.argument("name")
+@click.option("--node", "node_filter", help="Only nodes whose name contains this.")
+@click.pass_obj
+@_friendly
+def runs_logs(root: Path, name: str, node_filter: str | None) -> None:
+    """Print the logs of a run's nodes."""
+    from workflows.local.store import RunStore
+
+    store = RunStore(root.resolve(), name)
+    nodes = store.read_status()["nodes"]
+    for node_id, node in nodes.items():
+        log = store.path / "nodes" / node_id / "main.log"
+        if log.exists() and (not node_filter or node_filter in node["name"]):
+            click.echo(f"--- {node['name']}")
+            click.echo(log.read_text(errors="replace"), nl=False)
+
+
+@runs_group.command("resume")
+@click.argument("name")
+@click.pass_obj
+@_friendly
+def runs_resume(root: Path, name: str) -> None:
+    """Resume a run's suspended nodes."""
+    from workflows.local.store import RunStore
+
+    store = RunStore(root.resolve(), name)
+    store.read_status()
+    store.resume_marker.touch()
+    click.echo(f"resumed {name}")
+
+
 @main.command()
 @click.argument("source")
 @click.option(
@@ -279,7 +410,8 @@ def demo(spec_path: Path, workdir: Path) -> None:
     """Run the lifecycle locally on a tiny model, as far as this version provides it.
 
     Creates the tiny model, serves it from a local S3 server (s3rver), renders and lints the
-    fetch-weights pipeline, runs its step as the pod would, and loads the fetched model.
+    fetch-weights pipeline, runs it with the local engine (as `llmflow run`), and loads the
+    fetched model. Its runs are listed by `llmflow runs list`.
     """
     from workflows.demo import run_demo
 

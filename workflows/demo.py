@@ -3,17 +3,15 @@
 1. create the tiny model (no download),
 2. put it in a local S3 server (s3rver),
 3. render the fetch-weights pipeline for releases/tiny.yaml and validate it strictly,
-4. run its step exactly as the pod would (`python -m hera.workflows.runner -e ...`), with
-   the cache volume mapped to a local folder, then once more to show the cache hit,
+4. run it with the local engine (what `llmflow run fetch-weights -f releases/tiny.yaml`
+   does), its step exactly as the pod runs it, the cache volume a local folder; then once
+   more to show the cache hit,
 5. load the fetched model with transformers and generate.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,10 @@ from typing import Any
 from rich.console import Console
 
 from workflows.exceptions import LLMFlowError, ValidationFailed
+from workflows.local.engine import Run, RunOptions
 from workflows.local.s3 import LocalS3, upload_folder
+from workflows.local.view import LiveView
+from workflows.local.view import render as render_tree
 from workflows.render import render
 from workflows.spec import load_spec
 from workflows.validation import SchemaRegistry, validate_documents
@@ -29,8 +30,14 @@ from workflows.validation import SchemaRegistry, validate_documents
 console = Console(stderr=True)
 
 
-def run_demo(spec_path: Path, workdir: Path) -> dict[str, str]:
-    """Run the demo; returns the fetch step's output parameters (path, digest, ...)."""
+def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> dict[str, str]:
+    """Run the demo; returns the fetch step's output parameters (path, digest, ...).
+
+    Args:
+        spec_path: The release spec (its source must be s3://).
+        workdir: Where the tiny model and the local S3 server's data go.
+        root: The local engine's folder (runs, volumes), as for `llmflow run --root`.
+    """
     from steps.tiny_model import create_tiny_model
     from steps.weights.uri import parse_source_uri
 
@@ -56,15 +63,15 @@ def run_demo(spec_path: Path, workdir: Path) -> dict[str, str]:
             raise ValidationFailed([str(p) for p in problems])
         console.print("fetch-weights renders to a Workflow that passes strict validation")
 
-        console.rule("[bold]4. fetch-weights step")
-        cache = (workdir / "cache").resolve()
-        outputs = _run_step(workflow, "fetch-weights", {"cache-root": str(cache)}, s3, workdir)
+        console.rule("[bold]4. llmflow run fetch-weights")
+        env = {**os.environ, **s3.env()}  # the Secret llmflow-s3 is read from these locally
+        outputs = _run(workflow, root, env)
         print(f"path:   {outputs['path']}\ndigest: {outputs['digest']}", flush=True)
         started = time.monotonic()
-        again = _run_step(workflow, "fetch-weights", {"cache-root": str(cache)}, s3, workdir)
+        again = _run(workflow, root, env)
         console.print(
-            f"second fetch: cache-hit={again['cache-hit']} "
-            f"({time.monotonic() - started:.1f} s including interpreter start)"
+            f"second run: cache-hit={again['cache-hit']} "
+            f"({time.monotonic() - started:.1f} s including the step's interpreter start)"
         )
 
     console.rule("[bold]5. load and generate")
@@ -73,44 +80,19 @@ def run_demo(spec_path: Path, workdir: Path) -> dict[str, str]:
     return outputs
 
 
-def _run_step(
-    workflow: dict[str, Any],
-    template_name: str,
-    overrides: dict[str, str],
-    s3: LocalS3,
-    workdir: Path,
-) -> dict[str, str]:
-    """Run one script template's command as a local process, the way its pod would run it."""
-    spec = workflow["spec"]
-    template = next(t for t in spec["templates"] if t["name"] == template_name)
-    task = next(
-        task
-        for t in spec["templates"]
-        for task in t.get("dag", {}).get("tasks", [])
-        if task["template"] == template_name
-    )
-    params = {p["name"]: p.get("value") for p in spec["arguments"]["parameters"]}
-    args = {a["name"]: a["value"] for a in task["arguments"]["parameters"]}
-    inputs = []
-    for declared in template["inputs"]["parameters"]:
-        name = declared["name"]
-        value = overrides.get(name, args.get(name, declared.get("default")))
-        for key, param in params.items():
-            value = value.replace(f"{{{{workflow.parameters.{key}}}}}", str(param))
-        inputs.append({"name": name, "value": value})
-
-    run_dir = workdir / "step"
-    outputs_dir = run_dir / "outputs"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "inputs.json").write_text(json.dumps(inputs))
-    script = template["script"]
-    command = [sys.executable if c == "python" else c for c in script["command"]]
-    env = {**os.environ, **s3.env(), "hera__outputs_directory": str(outputs_dir)}
-    subprocess.run([*command, *script["args"], str(run_dir / "inputs.json")], env=env, check=True)
-    return {
-        p["name"]: (outputs_dir / "parameters" / p["name"]).read_text()
-        for p in template["outputs"]["parameters"]
-    }
+def _run(workflow: dict[str, Any], root: Path, env: dict[str, str]) -> dict[str, str]:
+    """Execute a Workflow with the local engine and a live view; the step's outputs."""
+    view = LiveView(console)
+    run = Run(workflow, RunOptions(root=root, env=env, on_change=view.on_change))
+    with view:
+        phase = run.execute()
+    console.print(render_tree(run.status(), outputs=True))
+    if phase != "Succeeded":
+        raise LLMFlowError(
+            f"run {run.name} {phase}: {run.message}; see `llmflow runs logs {run.name}`"
+        )
+    step = next(n for n in run.nodes.values() if n.template_name == "fetch-weights")
+    return {p["name"]: p["value"] for p in step.outputs["parameters"]}
 
 
 def _generate(model_dir: Path) -> int:

@@ -110,7 +110,9 @@ def _container_env(
         if "value" in item:
             out[name] = mapper.rewrite(str(item["value"]))
             continue
-        ref_kind, ref = next(iter((item.get("valueFrom") or {}).items()), ("", {}))
+        value_from: dict[str, dict[str, Any]] = item.get("valueFrom") or {}
+        ref_kind = next(iter(value_from), "")
+        ref = value_from.get(ref_kind, {})
         kind = "Secret" if ref_kind == "secretKeyRef" else "ConfigMap"
         value = run.platform.key_ref(kind, run.namespace, ref.get("name", ""), ref.get("key", ""))
         if value is None:
