@@ -24,7 +24,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from workflows.exceptions import RunError
 from workflows.local import graph, leaves
@@ -568,16 +568,23 @@ class Run:
                 namespace = mutex.get("namespace") or self.namespace
                 lock = FileLock(self.root / "locks" / f"{namespace}.{mutex['name']}.lock")
                 (self.root / "locks").mkdir(parents=True, exist_ok=True)
-                if not lock.acquire(blocking=False):
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
                     waiting = f"Waiting for {namespace}/Mutex/{mutex['name']} lock"
                     if node is None:
                         self.message = waiting
                         self.changed()
                     else:
                         self.set_phase(node, node.phase, waiting)
-                    while not lock.acquire(timeout=0.2):
+                    while True:
                         if self.stopping.is_set():
-                            raise RunError(self.stop_reason)
+                            raise RunError(self.stop_reason) from None
+                        try:
+                            lock.acquire(timeout=0.2)
+                            break
+                        except Timeout:
+                            continue
                     if node is None:
                         self.message = ""
                     else:

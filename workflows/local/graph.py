@@ -140,8 +140,25 @@ def run_steps(run: Run, node: Node, template: dict[str, Any], scope: Scope) -> S
 def run_task(
     run: Run, parent: Node, task: dict[str, Any], node_name: str, display: str, scope: Scope
 ) -> Node:
-    """Run one DAG task or step: `when`, then a loop or a single template call."""
-    where = f"{node_name}"
+    """Run one DAG task or step: `when`, then a loop or a single template call.
+
+    A task whose `when`, loop or arguments cannot be resolved becomes an Error node naming
+    the reference, as in Argo, instead of stopping the whole run.
+    """
+    try:
+        return _run_task(run, parent, task, node_name, display, scope)
+    except RunError as exc:
+        if node_name in {n.name for n in run.nodes.values()}:
+            raise
+        node = run.new_node(node_name, display, "Pod", parent, task.get("template", ""), parent.id)
+        run.set_phase(node, "Error", str(exc))
+        return node
+
+
+def _run_task(
+    run: Run, parent: Node, task: dict[str, Any], node_name: str, display: str, scope: Scope
+) -> Node:
+    where = node_name
     if task.get("when"):
         condition = substitute(str(task["when"]), scope, f"{where}.when")
         if not evaluate_when(condition):
