@@ -448,3 +448,54 @@ def test_parameters_can_be_overridden_and_are_checked(tmp_path: Path) -> None:
         Run(w.to_dict(), RunOptions(root=tmp_path, parameters={"mode": "c"}))
     with pytest.raises(RunError, match="no such workflow parameter"):
         Run(w.to_dict(), RunOptions(root=tmp_path, parameters={"mood": "a"}))
+
+
+def test_artifacts_defaults_and_template_outputs(tmp_path: Path) -> None:
+    from hera.workflows import Artifact, Container
+    from hera.workflows.models import ValueFrom
+
+    with Workflow(name="artifacts", entrypoint="main") as w:
+        produce = Container(
+            name="produce",
+            image="python",
+            command=[
+                "python",
+                "-c",
+                "import os; os.makedirs('/tmp/art', exist_ok=True); "
+                "open('/tmp/art/data.txt', 'w').write('payload')",
+            ],
+            outputs=[
+                Artifact(name="data", path="/tmp/art/data.txt"),
+                Parameter(name="absent", value_from=ValueFrom(path="/tmp/none", default="dflt")),
+            ],
+        )
+        consume = Container(
+            name="consume",
+            image="python",
+            command=["python", "-c", "print(open('/tmp/in/data.txt').read().upper())"],
+            inputs=[Artifact(name="data", path="/tmp/in/data.txt")],
+        )
+        inner = DAG(
+            name="inner",
+            outputs=[
+                Parameter(
+                    name="shouted",
+                    value_from=ValueFrom(parameter="{{tasks.consume.outputs.result}}"),
+                )
+            ],
+        )
+        with inner:
+            p = produce(name="produce")
+            c = consume(name="consume", arguments={"data": p.get_artifact("data")})
+            p >> c
+        with DAG(name="main"):
+            inner(name="inner")
+    run = execute(w, tmp_path)
+    nodes = by_name(run)
+    assert run.phase == "Succeeded", run.message
+    assert nodes["consume"].outputs["result"] == "PAYLOAD"
+    assert outputs(nodes["produce"]) == {"absent": "dflt"}
+    [saved] = nodes["produce"].outputs["artifacts"]
+    assert Path(saved["path"]).read_text() == "payload"
+    assert Path(saved["path"]).is_relative_to(tmp_path / "runs" / "artifacts")
+    assert outputs(nodes["inner"]) == {"shouted": "PAYLOAD"}
