@@ -461,15 +461,13 @@ class Run:
         for p in outputs.get("parameters") or []:
             path = (p.get("valueFrom") or {}).get("path")
             if path:
-                mapper.declare(str(Path(path).parent))
-                mapper.local(str(Path(path).parent)).mkdir(parents=True, exist_ok=True)
+                mapper.declare_output(path)
         for a in [
             *(outputs.get("artifacts") or []),
             *((template.get("inputs") or {}).get("artifacts") or []),
         ]:
             if a.get("path"):
-                mapper.declare(a["path"])
-                mapper.local(a["path"]).parent.mkdir(parents=True, exist_ok=True)
+                mapper.declare_output(a["path"])
         for env in body.get("env") or []:
             if env.get("name") == "hera__outputs_directory" and env.get("value"):
                 mapper.declare(env["value"])

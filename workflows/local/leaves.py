@@ -40,7 +40,7 @@ POLL_S = 0.2
 def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapper) -> None:
     """Run a container or script template's command as a local process group."""
     body = template.get("container") or template["script"]
-    command = [mapper.rewrite(_python(c)) for c in body.get("command") or []]
+    command = [_python(mapper.rewrite(c)) for c in body.get("command") or []]
     if not command:
         raise RunError(
             f"template {template['name']!r}: no command; locally there is no image entrypoint, "

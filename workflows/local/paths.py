@@ -28,6 +28,17 @@ class PathMapper:
         self._prefixes.add(container_path.rstrip("/"))
         self._pattern = None
 
+    def declare_output(self, container_path: str) -> None:
+        """Declare a path a step writes, with its folder (a pod would find the folder there).
+
+        The folder is rewritten too, so code that builds the path from it works, unless it is
+        a top-level folder such as `/tmp`, which would catch unrelated host paths.
+        """
+        path = PurePosixPath(container_path)
+        folder = path.parent
+        self.declare(str(folder) if len(folder.parts) > 2 else container_path)
+        self.local(str(folder)).mkdir(parents=True, exist_ok=True)
+
     def local(self, container_path: str) -> Path:
         """Where a container path lives on this machine."""
         path = PurePosixPath(container_path)
