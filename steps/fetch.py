@@ -27,16 +27,18 @@ class FetchedWeights(Output):
     downloaded_bytes: Annotated[int, Parameter(name="downloaded-bytes")]
 
 
-def _secret_env(name: str, optional: bool = False) -> SecretEnv:
-    return SecretEnv(name=name, secret_name=S3_SECRET, secret_key=name, optional=optional)
+def _secret_env(name: str) -> SecretEnv:
+    # Optional: pods using IAM roles (IRSA, instance profiles) and file:// sources need no keys;
+    # a missing key then shows as a clear "no S3 credentials" error from the step.
+    return SecretEnv(name=name, secret_name=S3_SECRET, secret_key=name, optional=True)
 
 
 @script(
     env=[
         _secret_env("AWS_ACCESS_KEY_ID"),
         _secret_env("AWS_SECRET_ACCESS_KEY"),
-        _secret_env("AWS_ENDPOINT_URL", optional=True),
-        _secret_env("AWS_REGION", optional=True),
+        _secret_env("AWS_ENDPOINT_URL"),
+        _secret_env("AWS_REGION"),
     ],
     volume_mounts=[VolumeMount(name=CACHE_VOLUME, mount_path=CACHE_MOUNT)],
 )

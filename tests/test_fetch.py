@@ -106,6 +106,14 @@ def test_wrong_credentials(tmp_path, model_in_s3, monkeypatch) -> None:
     assert not (tmp_path / "cache").exists()
 
 
+def test_missing_credentials(tmp_path, model_in_s3, monkeypatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(SourceError, match="no S3 credentials"):
+        fetch(tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_unreachable_server(tmp_path, model_in_s3, s3) -> None:
     s3.stop()
     with pytest.raises(TransferError, match="cannot reach S3"):

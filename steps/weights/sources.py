@@ -182,7 +182,7 @@ class S3Source(Source):
 
     def list_files(self) -> list[RemoteFile]:
         """List every object under the prefix (paginated), skipping folder markers."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         bucket, prefix = self.uri.location, self.uri.prefix
         files = []
@@ -197,6 +197,12 @@ class S3Source(Source):
                         files.append(RemoteFile(rel, obj["Size"], obj["ETag"].strip('"')))
         except ClientError as exc:
             raise SourceError(self._explain(exc)) from None
+        except NoCredentialsError:
+            raise SourceError(
+                f"source {self.uri.raw!r}: no S3 credentials; put AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in the Secret the spec names (storage.credentials_secret), "
+                "or give the pod an IAM role"
+            ) from None
         except BotoCoreError as exc:
             raise TransferError(
                 f"source {self.uri.raw!r}: cannot reach S3 ({exc}); check AWS_ENDPOINT_URL "
