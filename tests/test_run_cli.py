@@ -51,7 +51,7 @@ def test_fetch_weights_runs_locally_against_s3(tmp_path, s3, tiny_model, monkeyp
     assert shown.exit_code == 0
     assert f"✔ {run_dir.name}  Succeeded" in shown.output
     assert "✔ fetch-weights  fetch-weights" in shown.output
-    assert f"digest = {outputs['digest']}" in shown.output.replace("\n    ", "")
+    assert f"digest = {outputs['digest']}" in shown.output
     listed = CliRunner().invoke(main, ["runs", "--root", str(root), "list"])
     assert run_dir.name in listed.output and "Succeeded" in listed.output
     logs = CliRunner().invoke(main, ["runs", "--root", str(root), "logs", run_dir.name])

@@ -287,12 +287,11 @@ def runs_list(root: Path) -> None:
 @_friendly
 def runs_get(root: Path, name: str) -> None:
     """Show a run's tree of nodes with phases, timings and output parameters."""
-    from rich.console import Console
-
     from workflows.local.store import RunStore
-    from workflows.local.view import render
+    from workflows.local.view import make_console, render
 
-    Console().print(render(RunStore(root.resolve(), name).read_status(), outputs=True))
+    status = RunStore(root.resolve(), name).read_status()
+    make_console(stderr=False).print(render(status, outputs=True))
 
 
 @runs_group.command("logs")

@@ -16,18 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from workflows.exceptions import LLMFlowError, ValidationFailed
 from workflows.local.engine import Run, RunOptions
 from workflows.local.s3 import LocalS3, upload_folder
-from workflows.local.view import LiveView
+from workflows.local.view import LiveView, make_console
 from workflows.local.view import render as render_tree
 from workflows.render import render
 from workflows.spec import load_spec
 from workflows.validation import SchemaRegistry, validate_documents
 
-console = Console(stderr=True)
+console = make_console()
 
 
 def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> dict[str, str]:

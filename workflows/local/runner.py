@@ -8,11 +8,10 @@ from types import FrameType
 from typing import Any
 
 import yaml
-from rich.console import Console
 
 from workflows.exceptions import LLMFlowError
 from workflows.local.engine import Run, RunOptions
-from workflows.local.view import LiveView, render
+from workflows.local.view import LiveView, make_console, render
 
 
 def load_workflow(
@@ -43,7 +42,7 @@ def run_workflow(
     root: Path,
 ) -> str:
     """Execute with a live view; the first Ctrl-C stops cleanly, a second one aborts."""
-    console = Console(stderr=True)
+    console = make_console()
     workflow = load_workflow(pipeline, spec_path, workflow_file)
     view = LiveView(console)
     run = Run(workflow, RunOptions(root=root, parameters=overrides, on_change=view.on_change))

@@ -29,6 +29,12 @@ _STYLE = {
 }
 
 
+def make_console(stderr: bool = True) -> Console:
+    """A console; when output is not a terminal, wide enough that paths and digests stay whole."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, 240))
+
+
 def _label(node: dict[str, Any], outputs: bool) -> Text:
     icon, style = _STYLE.get(node.get("phase", ""), ("?", ""))
     text = Text(f"{icon} ", style=style)
@@ -74,7 +80,7 @@ class LiveView:
     """Follows a run: pass `on_change` to `RunOptions`, and use as a context manager."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console()
         self._live: Live | None = None
         self._status: dict[str, Any] = {}
         self._seen: dict[str, str] = {}
