@@ -49,6 +49,15 @@ spec_option = click.option(
 )
 
 
+root_option = click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".llmflow"),
+    show_default=True,
+    help="The local engine's folder: runs, volumes, locks, local objects.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="llmflow")
 def main() -> None:
@@ -218,13 +227,7 @@ def submit(
     metavar="NAME=VALUE",
     help="Override a workflow parameter; repeatable.",
 )
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".llmflow"),
-    show_default=True,
-    help="Folder for runs, volumes, locks and local objects.",
-)
+@root_option
 @_friendly
 def run_cmd(
     pipeline: str | None,
@@ -255,13 +258,7 @@ def run_cmd(
 
 
 @main.group("runs")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".llmflow"),
-    show_default=True,
-    help="Folder the runs are in.",
-)
+@root_option
 @click.pass_context
 def runs_group(ctx: click.Context, root: Path) -> None:
     """Inspect and resume local runs."""

@@ -479,11 +479,7 @@ class Run:
         declared = {a["name"]: a for a in (template.get("inputs") or {}).get("artifacts") or []}
         for name, source in artifacts.items():
             target = mapper.local(declared[name]["path"])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if Path(source).is_dir():
-                shutil.copytree(source, target, dirs_exist_ok=True)
-            else:
-                shutil.copy2(source, target)
+            _copy(Path(source), target)
 
     def _file_outputs(
         self, node: Node, template: dict[str, Any], mapper: PathMapper, scope: Scope
@@ -519,11 +515,7 @@ class Run:
                 )
                 return
             saved = self.store.path / "artifacts" / node.id / a["name"]
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            if local.is_dir():
-                shutil.copytree(local, saved, dirs_exist_ok=True)
-            else:
-                shutil.copy2(local, saved)
+            _copy(local, saved)
             artifacts.append({"name": a["name"], "path": str(saved)})
         if params:
             node.outputs["parameters"] = params
@@ -592,6 +584,15 @@ class Run:
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy an artifact, a file or a folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
 
 
 def _node_type(template: dict[str, Any]) -> str:

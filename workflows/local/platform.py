@@ -14,6 +14,7 @@ import base64
 import copy
 import json
 import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -88,9 +89,9 @@ class StoredHandler(KindHandler):
         stored.setdefault("metadata", {})["namespace"] = namespace
         path = self._path(namespace, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stored))
-        os.chmod(tmp, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(stored))
         os.replace(tmp, path)
         return stored
 
