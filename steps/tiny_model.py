@@ -10,10 +10,10 @@ naming `PreTrainedTokenizerFast`, and a config.json without version-specific spe
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from steps.portable import make_portable
 
 #: Shape of the model: head size 64 is one every vLLM CPU attention kernel supports.
 CONFIG: dict[str, Any] = {
@@ -98,32 +98,5 @@ def create_tiny_model(out: Path, seed: int = 0) -> Path:
     model = LlamaForCausalLM(config).float()
     model.generation_config.pad_token_id = ids["<pad>"]
     model.save_pretrained(out, safe_serialization=True)
-    _make_portable(out, ids)
+    make_portable(out)
     return out
-
-
-def _make_portable(out: Path, ids: dict[str, int]) -> None:
-    """Rewrite the version-specific bits other stacks trip over."""
-    tok_config_path = out / "tokenizer_config.json"
-    tok_config = json.loads(tok_config_path.read_text())
-    tok_config.pop("backend", None)  # transformers 5 only
-    tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    tok_config["model_input_names"] = ["input_ids", "attention_mask"]
-    tok_config_path.write_text(json.dumps(tok_config, indent=2, sort_keys=True) + "\n")
-
-    config_path = out / "config.json"
-    config = json.loads(config_path.read_text())
-    config.pop("transformers_version", None)
-    config["torch_dtype"] = config.pop("dtype", "float32")
-    config["rope_theta"] = CONFIG["rope_theta"]
-    config["architectures"] = ["LlamaForCausalLM"]
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-    gen_path = out / "generation_config.json"
-    if gen_path.exists():
-        gen = json.loads(gen_path.read_text())
-        gen.pop("transformers_version", None)
-        gen_path.write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
-    for path in out.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o644)

@@ -176,7 +176,7 @@ class S3Source(Source):
 
     def __init__(self, uri: SourceURI) -> None:
         super().__init__(uri)
-        self._client = _s3_client()
+        self._client = s3_client()
         self._urls: dict[str, str] = {}
         self._urls_lock = threading.Lock()
 
@@ -249,7 +249,7 @@ _CLIENTS: dict[tuple[str | None, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def _s3_client() -> Any:
+def s3_client() -> Any:
     """A boto3 S3 client for the current environment, reused while the environment is the same.
 
     Building a client loads botocore's service model (tens of ms), which would dominate a
