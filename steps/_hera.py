@@ -6,7 +6,7 @@ release and every registry.
 """
 
 from hera.shared import global_config
-from hera.workflows import Script
+from hera.workflows import Script, SecretEnv
 
 #: The workflow parameter that names the image every step runs in.
 IMAGE = "{{workflow.parameters.image}}"
@@ -19,5 +19,13 @@ CACHE_VOLUME = "model-cache"
 
 #: The workflow parameter naming the Secret with S3 credentials (and optionally endpoint/region).
 S3_SECRET = "{{workflow.parameters.s3-secret}}"
+
+#: S3 settings for steps that touch S3, from the Secret the workflow names. Optional: pods with
+#: IAM roles (IRSA, instance profiles) and file:// sources need no keys; a step that does need
+#: them and finds none says so ("no S3 credentials").
+S3_ENV = [
+    SecretEnv(name=key, secret_name=S3_SECRET, secret_key=key, optional=True)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
+]
 
 global_config.set_class_defaults(Script, constructor="runner", image=IMAGE)

@@ -9,11 +9,11 @@ and outside a workflow it is an ordinary function:
 import logging
 from typing import Annotated, Literal
 
-from hera.workflows import Parameter, SecretEnv, script
+from hera.workflows import Parameter, script
 from hera.workflows.io import Output
 from hera.workflows.models import VolumeMount
 
-from steps._hera import CACHE_MOUNT, CACHE_VOLUME, S3_SECRET
+from steps._hera import CACHE_MOUNT, CACHE_VOLUME, S3_ENV
 from steps.weights.checksum import MiB
 from steps.weights.fetch import fetch_model
 
@@ -27,19 +27,8 @@ class FetchedWeights(Output):
     downloaded_bytes: Annotated[int, Parameter(name="downloaded-bytes")]
 
 
-def _secret_env(name: str) -> SecretEnv:
-    # Optional: pods using IAM roles (IRSA, instance profiles) and file:// sources need no keys;
-    # a missing key then shows as a clear "no S3 credentials" error from the step.
-    return SecretEnv(name=name, secret_name=S3_SECRET, secret_key=name, optional=True)
-
-
 @script(
-    env=[
-        _secret_env("AWS_ACCESS_KEY_ID"),
-        _secret_env("AWS_SECRET_ACCESS_KEY"),
-        _secret_env("AWS_ENDPOINT_URL"),
-        _secret_env("AWS_REGION"),
-    ],
+    env=S3_ENV,
     volume_mounts=[VolumeMount(name=CACHE_VOLUME, mount_path=CACHE_MOUNT)],
 )
 def fetch_weights(

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steps.errors import SourceError
 from steps.weights.sources import check_fetchable
@@ -105,6 +112,74 @@ class ModelSpec(_Section):
         return value
 
 
+class LoraSpec(_Section):
+    """Low-rank adapters: trained instead of the full weights, merged into them on save."""
+
+    rank: Annotated[int, Field(gt=0, description="adapter rank; 8-64 is usual")] = 8
+    alpha: Annotated[int, Field(gt=0, description="adapter scaling")] = 16
+
+
+class TolerationSpec(_Section):
+    """A toleration for tainted (e.g. GPU) nodes."""
+
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class NodePoolSpec(_Section):
+    """Where training pods run: whether those nodes have GPUs, and how to land on them."""
+
+    gpu: bool = Field(default=False, description="the pool's nodes have GPUs")
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationSpec] = Field(default_factory=list)
+
+
+class FinetuneSpec(_Section):
+    """How the finetune pipeline trains: data, method, scale, and the job that runs it."""
+
+    dataset: str = Field(description="JSONL of prompt/response rows: s3://... or file:///...")
+    output: str = Field(description="URI prefix for checkpoints, the final model, the summary")
+    method: Literal["full", "lora"] = "full"
+    lora: LoraSpec = LoraSpec()
+    epochs: Annotated[int, Field(ge=1)] = 3
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    checkpoint_every: Annotated[int, Field(ge=0, description="steps; 0: only at the end")] = 10
+    replicas: Annotated[int, Field(ge=1, description="pods (nodes) in the job")] = 1
+    procs_per_replica: Annotated[int, Field(ge=1, description="processes per pod")] = 1
+    gpus_per_replica: Annotated[int, Field(ge=0)] = 0
+    cpu: str = Field(default="1", description="CPU request per replica")
+    memory: str = Field(default="4Gi", description="memory request and limit per replica")
+    node_pool: NodePoolSpec = NodePoolSpec()
+    launcher: Literal["pytorchjob", "trainjob"] = Field(
+        default="pytorchjob",
+        description="pytorchjob: Kubeflow training operator v1; trainjob: Kubeflow Trainer v2",
+    )
+    runtime: str = Field(default="torch-distributed", description="TrainJob runtime name")
+    backoff_limit: Annotated[int, Field(ge=0, description="restarts before the job fails")] = 3
+    active_deadline_seconds: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("dataset", "output")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if not re.match(r"^(s3://[a-z0-9][a-z0-9.\-]+/.+|file:///.+)$", value):
+            raise ValueError("must be s3://bucket/path or file:///absolute/path")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _gpus_need_a_gpu_pool(self) -> FinetuneSpec:
+        if self.gpus_per_replica > 0 and not self.node_pool.gpu:
+            raise ValueError(
+                f"gpus_per_replica = {self.gpus_per_replica} but node_pool.gpu is false: pods "
+                "asking for GPUs on a CPU-only pool never schedule; set node_pool.gpu: true (with "
+                "its node_selector/tolerations) or gpus_per_replica: 0"
+            )
+        return self
+
+
 class ReleaseSpec(_Section):
     """A whole release: the model and the cluster settings its pipelines run with."""
 
@@ -116,6 +191,7 @@ class ReleaseSpec(_Section):
     service_account: str = Field(default="llmflow-pipeline")
     storage: StorageSpec = StorageSpec()
     model: ModelSpec
+    finetune: FinetuneSpec | None = None
 
     @field_validator("namespace", "service_account")
     @classmethod
@@ -163,15 +239,21 @@ def _describe(exc: ValidationError, data: dict[str, Any], origin: str) -> list[s
             lines.append(f"{origin}: {field}: required field is missing")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{origin}: {field} = {error.get('input')!r}: {message}")
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) else f" = {value!r}"
+            lines.append(f"{origin}: {field}{shown}: {message}")
     return lines
 
 
 def _known_fields(loc: list[str]) -> list[str]:
     model: type[BaseModel] = ReleaseSpec
     for part in loc:
-        annotation = model.model_fields[part].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if part not in model.model_fields:
             return []
-        model = annotation
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return []
+        model = found[0]
     return sorted(model.model_fields)

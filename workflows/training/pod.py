@@ -1,0 +1,119 @@
+"""The training container, shared by PyTorchJob and TrainJob: command, env, resources, volumes.
+
+Built from the Kubernetes client's typed models and serialised the way the API expects, so
+field names and types are the upstream ones, not YAML typed by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client import (
+    ApiClient,
+    V1Container,
+    V1EnvVar,
+    V1EnvVarSource,
+    V1ResourceRequirements,
+    V1SecretKeySelector,
+    V1Toleration,
+    V1VolumeMount,
+)
+
+from steps._hera import CACHE_MOUNT, CACHE_VOLUME
+from workflows.spec import FinetuneSpec
+
+#: The container name the training operator looks for in PyTorchJob pods.
+CONTAINER_NAME = "pytorch"
+
+_S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
+
+
+@dataclass(frozen=True)
+class TrainerCommand:
+    """What every training process runs: `torchrun -m steps.train` and its flags."""
+
+    model: str
+    data: str
+    output: str
+    finetune: FinetuneSpec
+    extra_args: list[str] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        """Torchrun picks nodes, rank and master from the operator's PET_* variables."""
+        return ["torchrun", "-m", "steps.train"]
+
+    def args(self) -> list[str]:
+        """Flags of steps.train."""
+        ft = self.finetune
+        return [
+            "--model", self.model,
+            "--data", self.data,
+            "--output", self.output,
+            "--method", ft.method,
+            "--epochs", str(ft.epochs),
+            "--learning-rate", str(ft.learning_rate),
+            "--batch-size", str(ft.batch_size),
+            "--lora-rank", str(ft.lora.rank),
+            "--lora-alpha", str(ft.lora.alpha),
+            "--checkpoint-every", str(ft.checkpoint_every),
+            "--dtype", "bfloat16" if ft.gpus_per_replica else "float32",
+            "--no-progress",
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+def s3_env(secret: str) -> list[V1EnvVar]:
+    """S3 settings from a Secret reference; optional, so IAM roles work without keys."""
+    return [
+        V1EnvVar(
+            name=key,
+            value_from=V1EnvVarSource(
+                secret_key_ref=V1SecretKeySelector(name=secret, key=key, optional=True)
+            ),
+        )
+        for key in _S3_KEYS
+    ]
+
+
+def resources(finetune: FinetuneSpec) -> V1ResourceRequirements:
+    """Requests and limits per replica; GPUs as the pool's extended resource."""
+    requests: dict[str, str] = {"cpu": finetune.cpu, "memory": finetune.memory}
+    limits: dict[str, str] = {"memory": finetune.memory}
+    if finetune.gpus_per_replica:
+        gpus = str(finetune.gpus_per_replica)
+        requests[finetune.node_pool.gpu_resource] = gpus
+        limits[finetune.node_pool.gpu_resource] = gpus
+    return V1ResourceRequirements(requests=requests, limits=limits)
+
+
+def container(cmd: TrainerCommand, image: str, secret: str) -> V1Container:
+    """The training container, with the model cache mounted where the fetch step put it."""
+    env = [
+        *s3_env(secret),
+        # One BLAS thread per process; torch on shared CPUs is many times slower otherwise.
+        V1EnvVar(name="OMP_NUM_THREADS", value="1"),
+        V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
+    ]
+    return V1Container(
+        name=CONTAINER_NAME,
+        image=image,
+        command=cmd.command(),
+        args=cmd.args(),
+        env=env,
+        resources=resources(cmd.finetune),
+        volume_mounts=[V1VolumeMount(name=CACHE_VOLUME, mount_path=CACHE_MOUNT)],
+    )
+
+
+def tolerations(finetune: FinetuneSpec) -> list[V1Toleration]:
+    """The node pool's tolerations."""
+    return [
+        V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+        for t in finetune.node_pool.tolerations
+    ]
+
+
+def serialise(model: Any) -> Any:
+    """A Kubernetes client model as the API's JSON (camelCase, no nulls)."""
+    return ApiClient().sanitize_for_serialization(model)
