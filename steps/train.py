@@ -140,7 +140,8 @@ class Recipe:
         cfg = self.config
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
         dtype = getattr(torch, cfg.dtype)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(self.device)
+        model: Any = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+        model = model.to(self.device)
         if cfg.method == "lora":
             from peft import LoraConfig, get_peft_model
 

@@ -97,7 +97,7 @@ def build(spec: ReleaseSpec) -> Workflow:
             )
             trained = train(arguments={"model-path": fetched.get_parameter("path")})
             recorded = record_training(arguments={"output": RUN_OUTPUT})
-            fetched >> trained >> recorded
+            fetched >> trained >> recorded  # type: ignore[operator]  # Hera's call unions
     return workflow
 
 

@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 from workflows.exceptions import RunError
 from workflows.local import graph, leaves
 from workflows.local.expressions import substitute, substitute_all
-from workflows.local.paths import PathMapper
+from workflows.local.paths import PathMapper, local_volumes, mapper_for
 from workflows.local.platform import LocalPlatform
 from workflows.local.store import DEFAULT_ROOT, DONE, Node, RunStore, now
 from workflows.local.support import check_supported
@@ -80,9 +80,9 @@ class Run:
         self.workdir = Path(self.options.workdir).resolve()
         self.env = dict(os.environ if self.options.env is None else self.options.env)
         self.store = RunStore(self.root, self.name)
-        self.platform = LocalPlatform(self.root / "platform", self.namespace, self.env)
+        self.platform = LocalPlatform(self.root, self.namespace, self.env, self.workdir)
         self.parameters = self._parameters(spec, self.options.parameters)
-        self.volumes = self._volumes(spec.get("volumes") or [])
+        self.volumes = local_volumes(self.root, spec.get("volumes") or [], self.store.path)
         self.nodes: dict[str, Node] = {}
         self.lock = threading.RLock()
         self.stopping = threading.Event()
@@ -116,21 +116,6 @@ class Run:
                     f"workflow parameter {p['name']} = {value!r} is not one of {p['enum']}"
                 )
         return {k: str(v) for k, v in values.items()}
-
-    def _volumes(self, volumes: list[dict[str, Any]]) -> dict[str, Path]:
-        """Cluster volumes as local folders: a PVC or hostPath is a folder under root/volumes."""
-        out = {}
-        for volume in volumes:
-            if "persistentVolumeClaim" in volume:
-                claim = volume["persistentVolumeClaim"]["claimName"]
-                out[volume["name"]] = self.root / "volumes" / "pvc" / claim
-            elif "hostPath" in volume:
-                out[volume["name"]] = (
-                    self.root / "volumes" / "host" / volume["hostPath"]["path"].strip("/")
-                )
-            else:
-                out[volume["name"]] = self.store.path / "volumes" / volume["name"]
-        return out
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -450,13 +435,7 @@ class Run:
 
     def _mapper(self, node: Node, template: dict[str, Any]) -> PathMapper:
         body = template.get("container") or template.get("script") or {}
-        mounts = {}
-        for mount in body.get("volumeMounts") or []:
-            if mount["name"] not in self.volumes:
-                raise RunError(f"volumeMount {mount['name']!r} names no volume of the workflow")
-            mounts[mount["mountPath"]] = self.volumes[mount["name"]]
-            self.volumes[mount["name"]].mkdir(parents=True, exist_ok=True)
-        mapper = PathMapper(mounts, self.store.node_dir(node.id) / "fs")
+        mapper = mapper_for(body, self.volumes, self.store.node_dir(node.id) / "fs")
         outputs = template.get("outputs") or {}
         for p in outputs.get("parameters") or []:
             path = (p.get("valueFrom") or {}).get("path")

@@ -29,6 +29,7 @@ from workflows.local.store import Node
 
 if TYPE_CHECKING:
     from workflows.local.engine import Run
+    from workflows.local.platform import LocalPlatform
 
 #: How much of stdout is kept as `outputs.result` (Argo keeps 256 kB too).
 RESULT_LIMIT = 256 * 1024
@@ -40,7 +41,7 @@ POLL_S = 0.2
 def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapper) -> None:
     """Run a container or script template's command as a local process group."""
     body = template.get("container") or template["script"]
-    command = [_python(mapper.rewrite(c)) for c in body.get("command") or []]
+    command = local_command([mapper.rewrite(c) for c in body.get("command") or []])
     if not command:
         raise RunError(
             f"template {template['name']!r}: no command; locally there is no image entrypoint, "
@@ -52,7 +53,7 @@ def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapp
         script = node_dir / "script"
         script.write_text(mapper.rewrite(body.get("source", "")))
         args.append(str(script))
-    env = {**run.env, **_container_env(run, body.get("env") or [], mapper, template["name"])}
+    env = {**run.env, **resolve_env(run.platform, body.get("env") or [], mapper, template["name"])}
     cwd = mapper.local(body["workingDir"]) if body.get("workingDir") else run.workdir
     Path(cwd).mkdir(parents=True, exist_ok=True)
     deadline = _seconds(template.get("activeDeadlineSeconds"))
@@ -96,14 +97,19 @@ def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapp
         node.phase, node.message = "Failed", f"Error (exit code {proc.returncode})"
 
 
-def _python(word: str) -> str:
-    """`python` in a command means this environment's interpreter."""
-    return sys.executable if word in {"python", "python3"} else word
+def local_command(command: list[str]) -> list[str]:
+    """A pod's command for this machine: `python` and `torchrun` of this environment."""
+    if command and command[0] in {"python", "python3"}:
+        return [sys.executable, *command[1:]]
+    if command and command[0] == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", *command[1:]]
+    return command
 
 
-def _container_env(
-    run: Run, env: list[dict[str, Any]], mapper: PathMapper, template: str
+def resolve_env(
+    platform: LocalPlatform, env: list[dict[str, Any]], mapper: PathMapper, where: str
 ) -> dict[str, str]:
+    """A container's env list as values: literals (paths rewritten), Secret and ConfigMap keys."""
     out: dict[str, str] = {}
     for item in env:
         name = item["name"]
@@ -114,13 +120,13 @@ def _container_env(
         ref_kind = next(iter(value_from), "")
         ref = value_from.get(ref_kind, {})
         kind = "Secret" if ref_kind == "secretKeyRef" else "ConfigMap"
-        value = run.platform.key_ref(kind, run.namespace, ref.get("name", ""), ref.get("key", ""))
+        value = platform.key_ref(kind, platform.namespace, ref.get("name", ""), ref.get("key", ""))
         if value is None:
             if ref.get("optional"):
                 continue
             hint = f" or export {ref.get('key')}" if kind == "Secret" else ""
             raise RunError(
-                f"template {template!r}: env {name} needs key {ref.get('key')!r} of {kind} "
+                f"{where}: env {name} needs key {ref.get('key')!r} of {kind} "
                 f"{ref.get('name')!r}, which does not exist locally; create it with a resource "
                 f"template{hint}"
             )
@@ -206,6 +212,9 @@ def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, An
             return None
         if failure and evaluate_condition(failure, current):
             node.phase, node.message = "Failed", f"failure condition '{failure}' matched"
+            reason = _failed_condition(current)
+            if reason:
+                node.message += f": {reason}"
             return current
         if success and evaluate_condition(success, current):
             node.phase = "Succeeded"
@@ -218,6 +227,14 @@ def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, An
             node.message = "Step exceeded its deadline"
             return current
         time.sleep(POLL_S)
+
+
+def _failed_condition(obj: dict[str, Any]) -> str:
+    """The message of an object's `Failed` condition, which controllers fill with the cause."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("message"):
+            return str(condition["message"])
+    return ""
 
 
 def json_path(obj: Any, expression: str) -> str:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from workflows.exceptions import RunError
 
 
 class PathMapper:
@@ -57,3 +60,34 @@ class PathMapper:
             )
             self._pattern = re.compile(rf"(?<![\w.\-/~])({alternatives})(?=/|$|[^\w.\-])")
         return self._pattern.sub(lambda m: str(self.local(m.group(1))), text)
+
+
+def local_volumes(root: Path, volumes: list[dict[str, Any]], scratch: Path) -> dict[str, Path]:
+    """Cluster volumes as local folders, by volume name.
+
+    A PersistentVolumeClaim is `<root>/volumes/pvc/<claim>`, a hostPath
+    `<root>/volumes/host/<path>` (never the real host path), anything else (emptyDir) a
+    folder under `scratch`, the run's own folder.
+    """
+    out = {}
+    for volume in volumes:
+        if "persistentVolumeClaim" in volume:
+            out[volume["name"]] = (
+                root / "volumes" / "pvc" / volume["persistentVolumeClaim"]["claimName"]
+            )
+        elif "hostPath" in volume:
+            out[volume["name"]] = root / "volumes" / "host" / volume["hostPath"]["path"].strip("/")
+        else:
+            out[volume["name"]] = scratch / "volumes" / volume["name"]
+    return out
+
+
+def mapper_for(container: dict[str, Any], volumes: dict[str, Path], fs_root: Path) -> PathMapper:
+    """A mapper for a container's volume mounts (creating the mounted folders)."""
+    mounts = {}
+    for mount in container.get("volumeMounts") or []:
+        if mount["name"] not in volumes:
+            raise RunError(f"volumeMount {mount['name']!r} names no volume of the pod")
+        mounts[mount["mountPath"]] = volumes[mount["name"]]
+        volumes[mount["name"]].mkdir(parents=True, exist_ok=True)
+    return PathMapper(mounts, fs_root)

@@ -146,15 +146,26 @@ class LocalPlatform:
     """The kinds a local run can act on, with their objects under `root`.
 
     Args:
-        root: Folder for stored objects (`.llmflow/platform`).
+        home: The llmflow folder (`.llmflow`); objects live in `home/platform`, volumes in
+            `home/volumes`.
         namespace: Namespace for objects that name none (the Workflow's).
-        env: Where Secret keys not found locally are looked up (the user's environment).
+        env: Environment of processes the platform starts; Secret keys not found locally are
+            looked up here too (the user's environment).
+        workdir: Where processes start.
     """
 
-    def __init__(self, root: Path, namespace: str, env: dict[str, str] | None = None) -> None:
-        self.root = root
+    def __init__(
+        self,
+        home: Path,
+        namespace: str,
+        env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.home = home
+        self.root = home / "platform"
         self.namespace = namespace
         self.env = dict(os.environ if env is None else env)
+        self.workdir = workdir or Path.cwd()
         self._handlers: dict[str, KindHandler] = {}
 
     def handler(self, kind: str) -> KindHandler:
@@ -164,6 +175,8 @@ class LocalPlatform:
             RunError: the kind is not supported locally.
         """
         if kind not in self._handlers:
+            import workflows.local.kinds  # noqa: F401 - registers the kinds that run processes
+
             if kind not in KINDS:
                 known = ", ".join(sorted(KINDS))
                 raise RunError(f"kind {kind!r} is not supported locally; supported: {known}")
