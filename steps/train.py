@@ -401,4 +401,7 @@ def main(argv: list[str] | None = None) -> Summary:
 
 
 if __name__ == "__main__":
-    main()
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    # `record` writes the error where torchrun's failure report quotes it as the root cause.
+    record(main)()

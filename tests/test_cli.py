@@ -1,5 +1,6 @@
 """The command line: render, lint and submit, as a user types them."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,9 @@ def test_every_command_has_help(cli) -> None:
         )
 
 
-def test_pipelines_lists_fetch_weights(cli) -> None:
-    assert "fetch-weights" in cli("pipelines").output
+def test_pipelines_lists_every_pipeline(cli) -> None:
+    output = cli("pipelines").output
+    assert "fetch-weights" in output and "finetune" in output
 
 
 def test_render_prints_a_workflow_that_lint_accepts(cli, tmp_path: Path, schemas_dir) -> None:
@@ -95,11 +97,15 @@ def test_lint_rejects_misspellings_with_the_field_path(cli, tmp_path, edit, expe
     assert result.output.splitlines() == [f"{path}: Workflow/fetch-weights-tiny-llama-: {expected}"]
 
 
-def test_lint_defaults_to_every_pipeline(cli, monkeypatch) -> None:
+def test_lint_defaults_to_every_pipeline(cli, monkeypatch, schemas_dir) -> None:
     monkeypatch.chdir(ROOT)
-    result = cli("lint")
-    assert result.exit_code == 0
-    assert "ok: 1 checked" in result.output
+    result = cli("lint", "--schemas", str(schemas_dir))
+    assert result.exit_code == 0, result.output
+    assert "ok: 2 checked" in result.output
+    without_crds = cli("lint")
+    assert without_crds.exit_code == 1
+    assert "unchecked: no schema for kubeflow.org/v1 PyTorchJob" in without_crds.output
+    assert cli("lint", "--allow-unchecked", "PyTorchJob").exit_code == 0
 
 
 def test_lint_rejects_unchecked_kinds_unless_allowed(cli, tmp_path) -> None:
@@ -124,7 +130,7 @@ def test_bad_spec_is_an_error_before_anything_is_written(cli, tmp_path) -> None:
 
 def test_unknown_pipeline(cli) -> None:
     result = CliRunner().invoke(main, ["render", "nope", "-f", SPEC])
-    assert result.exit_code == 2 and "known pipelines: fetch-weights" in result.output
+    assert result.exit_code == 2 and "known pipelines: fetch-weights, finetune" in result.output
 
 
 def test_submit_sends_a_valid_create_request(cli, schemas_dir) -> None:
@@ -188,3 +194,14 @@ def test_the_stand_in_rejects_what_argo_would(schemas_dir) -> None:
         )
         assert requests.post(f"{argo.url}/api/v1/nothing", json={}, headers=auth).status_code == 404
     assert argo.requests == [] and "entrypiont" in argo.rejected[0]
+
+
+def test_submit_finetune_sends_the_job_manifest(cli, schemas_dir) -> None:
+    with ArgoStandIn(schemas_dir / "argo-workflows" / "swagger-v4.1.2.json") as argo:
+        result = cli("submit", "finetune", "-f", SPEC, "--host", argo.url, "--token", argo.token)
+    assert result.exit_code == 0, result.output
+    [request] = argo.requests
+    templates = {t["name"]: t for t in request.body["workflow"]["spec"]["templates"]}
+    assert "kind: PyTorchJob" in templates["train"]["resource"]["manifest"]
+    assert "AWS_SECRET_ACCESS_KEY" in templates["train"]["resource"]["manifest"]
+    assert "S3RVER" not in json.dumps(request.body)

@@ -90,3 +90,37 @@ def test_missing_file_and_broken_yaml(tmp_path: Path) -> None:
     broken.write_text("model: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(broken)
+
+
+def finetune(**changes) -> dict:
+    data = base()
+    data["finetune"] = {
+        "dataset": "s3://data-bucket/train.jsonl",
+        "output": "s3://out-bucket/ft",
+        **changes,
+    }
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"lora": {"rank": 0}}, "finetune.lora.rank = 0: Input should be greater than 0"),
+        ({"replicas": 0}, "finetune.replicas = 0: Input should be greater than or equal to 1"),
+        ({"gpus_per_replica": 2}, "finetune: gpus_per_replica = 2 but node_pool.gpu is false"),
+        ({"dataset": "http://x/y"}, "finetune.dataset = 'http://x/y': must be s3://"),
+        ({"launcher": "mpijob"}, "finetune.launcher = 'mpijob'"),
+        ({"epochz": 3}, "finetune.epochz: unknown field; did you mean 'epochs'?"),
+    ],
+)
+def test_bad_finetune_sections(changes: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(finetune(**changes))
+    assert expected in str(info.value)
+
+
+def test_gpu_jobs_need_a_gpu_pool_and_say_how() -> None:
+    with pytest.raises(SpecError, match="set node_pool.gpu: true"):
+        parse_spec(finetune(gpus_per_replica=1))
+    spec = parse_spec(finetune(gpus_per_replica=1, node_pool={"gpu": True}))
+    assert spec.finetune is not None and spec.finetune.gpus_per_replica == 1

@@ -56,7 +56,11 @@ def test_every_pipeline_passes_upstream_schemas(name: str, registry: SchemaRegis
 
 @pytest.mark.parametrize("name", sorted(discover()))
 def test_every_pipeline_passes_hera_models(name: str) -> None:
-    assert validate_documents([(name, render(name, SPEC))], SchemaRegistry()) == []
+    # Without CRDs, embedded custom resources can only be reported as unchecked.
+    problems = validate_documents([(name, render(name, SPEC))], SchemaRegistry())
+    assert all(p.unchecked for p in problems), [str(p) for p in problems]
+    allowed = {"PyTorchJob", "TrainJob"}
+    assert validate_documents([(name, render(name, SPEC))], SchemaRegistry(), allowed) == []
 
 
 @pytest.mark.parametrize("use_upstream", [True, False])

@@ -40,6 +40,7 @@ class Problem:
     document: str
     path: str
     message: str
+    unchecked: bool = False
 
     def __str__(self) -> str:
         return f"{self.document}: {self.path.rstrip(':') or '(root)'}: {self.message}"
@@ -135,6 +136,7 @@ def _validate_builtin(
                 f"unchecked: no schema for {obj['apiVersion']} {obj['kind']}; pass its CRD with "
                 f"--crds (kubectl get crd <name> -o yaml), or allow it with "
                 f"--allow-unchecked {obj['kind']}",
+                unchecked=True,
             )
     except kubernetes_validate.ValidationError as exc:
         yield from _describe(label, prefix, exc)
