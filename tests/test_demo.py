@@ -8,7 +8,10 @@ from workflows.demo import run_demo
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_fetches_a_loadable_model(tmp_path: Path) -> None:
+def test_demo_fetches_and_fine_tunes_a_loadable_model(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.setenv(key, "")  # restored after the test; the demo sets its own
     outputs = run_demo(ROOT / "releases" / "tiny.yaml", tmp_path / "demo", tmp_path / "root")
     path = Path(outputs["path"])
     assert path.is_relative_to(tmp_path / "root" / "volumes" / "pvc" / "llmflow-model-cache")
@@ -19,3 +22,8 @@ def test_demo_fetches_a_loadable_model(tmp_path: Path) -> None:
     assert (path / "model.safetensors").read_bytes() == (
         tmp_path / "demo" / "tiny-model" / "model.safetensors"
     ).read_bytes()
+    assert outputs["checkpoint"].startswith(
+        "s3://llmflow-models/tiny-llama-ft/finetune-tiny-llama-"
+    )
+    assert float(outputs["final-loss"]) < 3.0
+    assert (tmp_path / "demo" / "fine-tuned" / "model.safetensors").is_file()

@@ -1,4 +1,4 @@
-"""The training recipe on the tiny model: learns, resumes exactly, merges LoRA, runs under torchrun."""
+"""The training recipe on the tiny model: it learns, resumes exactly, merges LoRA, runs in DDP."""
 
 from __future__ import annotations
 

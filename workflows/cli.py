@@ -63,6 +63,7 @@ root_option = click.option(
 def main() -> None:
     """llmflow: Argo Workflows pipelines for the lifecycle of self-hosted LLMs."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 @main.command("pipelines")

@@ -2,16 +2,19 @@
 
 1. create the tiny model (no download),
 2. put it in a local S3 server (s3rver),
-3. render the fetch-weights pipeline for releases/tiny.yaml and validate it strictly,
-4. run it with the local engine (what `llmflow run fetch-weights -f releases/tiny.yaml`
-   does), its step exactly as the pod runs it, the cache volume a local folder; then once
-   more to show the cache hit,
-5. load the fetched model with transformers and generate.
+3. render the pipelines for releases/tiny.yaml and validate them strictly,
+4. run fetch-weights with the local engine (what `llmflow run fetch-weights -f
+   releases/tiny.yaml` does), its step exactly as the pod runs it, the cache volume a local
+   folder; then once more to show the cache hit,
+5. run finetune: the PyTorchJob runs as two local replicas (DDP over gloo) on the tiny
+   instruction dataset, checkpointing to S3,
+6. load the fine-tuned model from S3 with transformers and generate.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,41 +48,93 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
         raise LLMFlowError(f"{spec_path}: the demo serves the model from S3; use an s3:// source")
     workdir.mkdir(parents=True, exist_ok=True)
 
-    console.rule("[bold]1. tiny model")
+    _section("1. tiny model")
     model_dir = create_tiny_model(workdir / "tiny-model")
     console.print(f"created {model_dir}")
 
     with LocalS3(workdir / "s3", buckets=(source.location,)) as s3:
-        console.rule("[bold]2. local S3")
+        _section("2. local S3")
         count = upload_folder(s3.client(), model_dir, source.location, source.prefix)
         console.print(f"uploaded {count} files to {spec.model.source} at {s3.endpoint}")
 
-        console.rule("[bold]3. render and lint fetch-weights")
+        _section("3. render and lint")
         workflow = render("fetch-weights", spec)
-        problems = validate_documents([("fetch-weights", workflow)], SchemaRegistry())
+        pipelines = {"fetch-weights": workflow}
+        if spec.finetune is not None:
+            pipelines["finetune"] = render("finetune", spec)
+        docs = list(pipelines.items())
+        problems = [p for p in validate_documents(docs, SchemaRegistry()) if not p.unchecked]
         if problems:
             raise ValidationFailed([str(p) for p in problems])
-        console.print("fetch-weights renders to a Workflow that passes strict validation")
+        console.print(f"{', '.join(pipelines)} render to Workflows that pass strict validation")
 
-        console.rule("[bold]4. llmflow run fetch-weights")
-        env = {**os.environ, **s3.env()}  # the Secret llmflow-s3 is read from these locally
-        outputs = _run(workflow, root, env)
+        _section("4. llmflow run fetch-weights")
+        os.environ.update(s3.env())  # the Secret llmflow-s3 is read from these locally
+        env = dict(os.environ)
+        outputs = _run(workflow, root, env, "fetch-weights")
         print(f"path:   {outputs['path']}\ndigest: {outputs['digest']}", flush=True)
         started = time.monotonic()
-        again = _run(workflow, root, env)
+        again = _run(workflow, root, env, "fetch-weights")
         console.print(
             f"second run: cache-hit={again['cache-hit']} "
             f"({time.monotonic() - started:.1f} s including the step's interpreter start)"
         )
+        model_dir = Path(outputs["path"])
+        if spec.finetune is not None:
+            _section("5. llmflow run finetune")
+            _upload_dataset(spec.finetune.dataset, s3)
+            record = _run(pipelines["finetune"], root, env, "record-training")
+            print(
+                f"checkpoint: {record['checkpoint']}\nfinal loss: {record['final-loss']} "
+                f"after {record['steps']} steps",
+                flush=True,
+            )
+            model_dir = workdir / "fine-tuned"
+            _download(record["checkpoint"], model_dir)
+            outputs = {**outputs, **record}
 
-    console.rule("[bold]5. load and generate")
-    tokens = _generate(Path(outputs["path"]))
-    console.print(f"the fetched model loads in transformers and generated {tokens} tokens")
+    _section("6. load and generate")
+    tokens = _generate(model_dir)
+    console.print(f"{model_dir} loads in transformers and generated {tokens} tokens")
     return outputs
 
 
-def _run(workflow: dict[str, Any], root: Path, env: dict[str, str]) -> dict[str, str]:
-    """Execute a Workflow with the local engine and a live view; the step's outputs."""
+def _upload_dataset(uri: str, s3: LocalS3) -> None:
+    """Put the tiny instruction dataset where the spec says the training data is."""
+    from steps.tiny_data import DATASET
+    from steps.weights.uri import parse_source_uri
+
+    if not uri.startswith("s3://"):
+        return
+    bucket = parse_source_uri(uri).location
+    client = s3.client()
+    if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=bucket)
+    client.upload_file(str(DATASET / "train.jsonl"), bucket, uri.split("/", 3)[3])
+
+
+def _download(uri: str, folder: Path) -> None:
+    """Copy a model folder from S3 (the fine-tuned checkpoint) to a local folder."""
+    from steps.weights.fetch import fetch_model
+
+    result = fetch_model(uri, folder.parent / ".fine-tuned-cache", "fine-tuned", progress=False)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(result.path, folder, ignore=shutil.ignore_patterns(".llmflow"))
+
+
+def _section(title: str) -> None:
+    """A heading: a rule on a terminal, a plain line in a log."""
+    if console.is_terminal:
+        console.rule(f"[bold]{title}")
+    else:
+        console.print(f"== {title}", highlight=False)
+
+
+def _run(
+    workflow: dict[str, Any], root: Path, env: dict[str, str], step_name: str
+) -> dict[str, str]:
+    """Execute a Workflow with the local engine and a live view; one step's outputs."""
     view = LiveView(console)
     run = Run(workflow, RunOptions(root=root, env=env, on_change=view.on_change))
     with view:
@@ -89,7 +144,7 @@ def _run(workflow: dict[str, Any], root: Path, env: dict[str, str]) -> dict[str,
         raise LLMFlowError(
             f"run {run.name} {phase}: {run.message}; see `llmflow runs logs {run.name}`"
         )
-    step = next(n for n in run.nodes.values() if n.template_name == "fetch-weights")
+    step = next(n for n in run.nodes.values() if n.template_name == step_name)
     return {p["name"]: p["value"] for p in step.outputs["parameters"]}
 
 
