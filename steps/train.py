@@ -99,6 +99,7 @@ class Recipe:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.summary = Summary(world_size=self.world, method=config.method)
         self.step = 0
+        self._pending: list[Any] = []
 
     # --- setup --------------------------------------------------------------------------
 
@@ -121,7 +122,8 @@ class Recipe:
         torch.manual_seed(cfg.seed)
         self.model, self.tokenizer = self._load_model()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+        fused = self.device.type == "cuda"  # one kernel per step instead of one per tensor
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, fused=fused)
         self.examples = self._load_data()
         self.steps_per_epoch = math.ceil(len(self._shard(0)) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -210,36 +212,59 @@ class Recipe:
     # --- train --------------------------------------------------------------------------
 
     def train(self) -> None:
-        """Run the remaining steps, checkpointing as configured."""
+        """Run the remaining steps, checkpointing as configured.
+
+        Losses stay on the device and are gathered across ranks only when they are needed
+        (a log line, a checkpoint, the end), so the GPU never waits on the host each step.
+        """
         cfg = self.config
         started, tokens = time.monotonic(), 0
-        with _Progress(self.total_steps, self.step, enabled=cfg.progress and self.rank == 0) as bar:
+        bar = _Progress(self.total_steps, self.step, enabled=cfg.progress and self.rank == 0)
+        with bar:
             while self.step < self.total_steps:
                 epoch, index = divmod(self.step, self.steps_per_epoch)
-                batch_ids = self._shard(epoch)[
-                    index * cfg.batch_size : (index + 1) * cfg.batch_size
-                ]
-                inputs, labels, mask = self._collate(batch_ids)
+                shard = self._shard(epoch)
+                batch_ids = shard[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+                inputs, labels, mask, count = self._collate(batch_ids)
                 loss = self.ddp(input_ids=inputs, attention_mask=mask, labels=labels).loss
                 loss.backward()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                value = self._mean(loss.detach())
-                count = self._sum(int(mask.sum()))
+                self._pending.append(loss.detach())
                 tokens += count
                 self.step += 1
-                self.summary.losses.append(round(value, 6))
-                bar.update(self.step, value, tokens / max(time.monotonic() - started, 1e-9))
+                if bar.wants(self.step):
+                    self._flush_losses()
+                    rate = tokens * self.world / max(time.monotonic() - started, 1e-9)
+                    bar.update(self.step, self.summary.losses[-1], rate)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     if self.step < self.total_steps:
                         self._checkpoint()
+        self._flush_losses()
         seconds = time.monotonic() - started
+        tokens = self._sum(tokens)
         self.summary.steps, self.summary.epochs = self.step, cfg.epochs
         self.summary.tokens, self.summary.seconds = tokens, round(seconds, 3)
         self.summary.tokens_per_second = round(tokens / seconds, 1) if seconds else 0.0
         self.summary.final_loss = self.summary.losses[-1] if self.summary.losses else float("nan")
 
-    def _collate(self, ids: list[int]) -> tuple[Any, Any, Any]:
+    def _flush_losses(self) -> None:
+        """Move the losses of the steps since the last flush to the summary (mean over ranks)."""
+        if not self._pending:
+            return
+        import torch
+
+        values = torch.stack(self._pending).float()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(values)
+            values = values / self.world
+        self.summary.losses.extend(round(v, 6) for v in values.tolist())
+        self._pending = []
+
+    def _collate(self, ids: list[int]) -> tuple[Any, Any, Any, int]:
+        """Padded input ids, labels and attention mask on the device, and the token count."""
         import torch
 
         rows = [self.examples[i] for i in ids]
@@ -248,15 +273,9 @@ class Recipe:
         inputs = torch.tensor([r[0] + [pad] * (width - len(r[0])) for r in rows])
         labels = torch.tensor([r[1] + [-100] * (width - len(r[1])) for r in rows])
         mask = torch.tensor([[1] * len(r[0]) + [0] * (width - len(r[0])) for r in rows])
-        return inputs.to(self.device), labels.to(self.device), mask.to(self.device)
-
-    def _mean(self, value: Any) -> float:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(value)
-            value = value / self.world
-        return float(value)
+        count = sum(len(r[0]) for r in rows)
+        device = self.device
+        return inputs.to(device), labels.to(device), mask.to(device), count
 
     def _sum(self, count: int) -> int:
         if self.world == 1:
@@ -272,6 +291,7 @@ class Recipe:
         """Rank 0 writes model, optimizer and step; `latest` is updated last."""
         import torch
 
+        self._flush_losses()
         if self.rank == 0:
             state = {
                 "model": self.model.state_dict(),
@@ -356,6 +376,12 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+    def wants(self, step: int) -> bool:
+        """Whether this step is shown (every step on a terminal, every 10th in a log)."""
+        if not self.enabled:
+            return False
+        return self._bar is not None or step % 10 == 0 or step == self.total
 
     def update(self, step: int, loss: float, tokens_per_s: float) -> None:
         if not self.enabled:
