@@ -22,3 +22,18 @@ def test_fetch_benchmark_runs_and_prints_its_ratios() -> None:
     assert "ratio llmflow / aws s3 sync:" in result.stdout
     assert "ratio llmflow / cp -r:" in result.stdout
     assert "cache hit (8 files):" in result.stdout
+
+
+def test_train_benchmark_runs_and_prints_its_ratio() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--steps", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ratio steps/train.py / Trainer:" in result.stdout
+    assert "tokens/s" in result.stdout
