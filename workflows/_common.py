@@ -6,6 +6,8 @@ come from the spec, so the CLI, the UI, schedules and tags all start the same ru
 
 from __future__ import annotations
 
+from typing import Any
+
 from hera.workflows import Parameter, Workflow
 from hera.workflows.models import HostPathVolumeSource, PersistentVolumeClaimVolumeSource, Volume
 
@@ -75,3 +77,28 @@ def labels(spec: ReleaseSpec, pipeline: str) -> dict[str, str]:
 def param(workflow: Workflow, name: str) -> str:
     """The expression for a workflow parameter, checked to exist (`{{workflow.parameters.x}}`)."""
     return str(workflow.get_parameter(name).value)
+
+
+def new_workflow(spec: ReleaseSpec, pipeline: str, arguments: list[Parameter]) -> Workflow:
+    """A pipeline's Workflow: named after pipeline and model, entrypoint `main`, cache volume."""
+    return Workflow(
+        generate_name=f"{pipeline}-{spec.model.name}-",
+        namespace=spec.namespace,
+        labels=labels(spec, pipeline),
+        entrypoint="main",
+        service_account_name=spec.service_account,
+        arguments=arguments,
+        volumes=[cache_volume(spec)],
+    )
+
+
+def fetch_model(workflow: Workflow) -> Any:
+    """The fetch-weights task of a DAG, wired to the workflow's model parameters."""
+    from steps.fetch import fetch_weights
+
+    return fetch_weights(
+        arguments={
+            name: param(workflow, name)
+            for name in ("source", "model-name", "verify", "concurrency", "chunk-mib")
+        }
+    )

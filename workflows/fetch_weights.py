@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Workflow
 
-from steps.fetch import fetch_weights
-from workflows._common import cache_volume, labels, model_parameters, param
+from workflows._common import fetch_model, model_parameters, new_workflow
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
 
@@ -19,25 +18,9 @@ NAME = "fetch-weights"
 
 def build(spec: ReleaseSpec) -> Workflow:
     """The fetch-weights Workflow for a release spec."""
-    with Workflow(
-        generate_name=f"{NAME}-{spec.model.name}-",
-        namespace=spec.namespace,
-        labels=labels(spec, NAME),
-        entrypoint="main",
-        service_account_name=spec.service_account,
-        arguments=model_parameters(spec),
-        volumes=[cache_volume(spec)],
-    ) as workflow:
+    with new_workflow(spec, NAME, model_parameters(spec)) as workflow:
         with DAG(name="main"):
-            fetch_weights(
-                arguments={
-                    "source": param(workflow, "source"),
-                    "model-name": param(workflow, "model-name"),
-                    "verify": param(workflow, "verify"),
-                    "concurrency": param(workflow, "concurrency"),
-                    "chunk-mib": param(workflow, "chunk-mib"),
-                }
-            )
+            fetch_model(workflow)
     return workflow
 
 

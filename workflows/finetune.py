@@ -13,9 +13,8 @@ import yaml
 from hera.workflows import DAG, Parameter, Resource, Workflow
 from hera.workflows.models import ValueFrom
 
-from steps.fetch import fetch_weights
 from steps.finetune import record_training
-from workflows._common import cache_volume, labels, model_parameters, param
+from workflows._common import fetch_model, model_parameters, new_workflow
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
@@ -67,15 +66,7 @@ def build(spec: ReleaseSpec) -> Workflow:
     else:
         manifest = trainjob.build_trainjob(job_name, spec, cmd, image)
         conditions = (trainjob.SUCCESS_CONDITION, trainjob.FAILURE_CONDITION)
-    with Workflow(
-        generate_name=f"{NAME}-{spec.model.name}-",
-        namespace=spec.namespace,
-        labels=labels(spec, NAME),
-        entrypoint="main",
-        service_account_name=spec.service_account,
-        arguments=model_parameters(spec) + finetune_parameters(spec),
-        volumes=[cache_volume(spec)],
-    ) as workflow:
+    with new_workflow(spec, NAME, model_parameters(spec) + finetune_parameters(spec)) as workflow:
         train = Resource(
             name="train",
             action="create",
@@ -86,15 +77,7 @@ def build(spec: ReleaseSpec) -> Workflow:
             outputs=[Parameter(name="job", value_from=ValueFrom(json_path="{.metadata.name}"))],
         )
         with DAG(name="main"):
-            fetched = fetch_weights(
-                arguments={
-                    "source": param(workflow, "source"),
-                    "model-name": param(workflow, "model-name"),
-                    "verify": param(workflow, "verify"),
-                    "concurrency": param(workflow, "concurrency"),
-                    "chunk-mib": param(workflow, "chunk-mib"),
-                }
-            )
+            fetched = fetch_model(workflow)
             trained = train(arguments={"model-path": fetched.get_parameter("path")})
             recorded = record_training(arguments={"output": RUN_OUTPUT})
             fetched >> trained >> recorded  # type: ignore[operator]  # Hera's call unions

@@ -21,7 +21,7 @@ from kubernetes.client import (
 )
 
 from steps._hera import CACHE_MOUNT, CACHE_VOLUME
-from workflows.spec import FinetuneSpec
+from workflows.spec import FinetuneSpec, ReleaseSpec
 
 #: The container name the training operator looks for in PyTorchJob pods.
 CONTAINER_NAME = "pytorch"
@@ -76,6 +76,25 @@ def s3_env(secret: str) -> list[V1EnvVar]:
     ]
 
 
+def training_env(secret: str) -> list[V1EnvVar]:
+    """Env of every training process: S3 settings, one BLAS thread, unbuffered logs."""
+    return [
+        *s3_env(secret),
+        # One BLAS thread per process; torch on shared CPUs is many times slower otherwise.
+        V1EnvVar(name="OMP_NUM_THREADS", value="1"),
+        V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
+    ]
+
+
+def job_metadata(name: str, spec: ReleaseSpec) -> dict[str, Any]:
+    """Metadata of a training job object."""
+    return {
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": {"app.kubernetes.io/part-of": "llmflow", "llmflow.io/model": spec.model.name},
+    }
+
+
 def resources(finetune: FinetuneSpec) -> V1ResourceRequirements:
     """Requests and limits per replica; GPUs as the pool's extended resource."""
     requests: dict[str, str] = {"cpu": finetune.cpu, "memory": finetune.memory}
@@ -89,18 +108,12 @@ def resources(finetune: FinetuneSpec) -> V1ResourceRequirements:
 
 def container(cmd: TrainerCommand, image: str, secret: str) -> V1Container:
     """The training container, with the model cache mounted where the fetch step put it."""
-    env = [
-        *s3_env(secret),
-        # One BLAS thread per process; torch on shared CPUs is many times slower otherwise.
-        V1EnvVar(name="OMP_NUM_THREADS", value="1"),
-        V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
-    ]
     return V1Container(
         name=CONTAINER_NAME,
         image=image,
         command=cmd.command(),
         args=cmd.args(),
-        env=env,
+        env=training_env(secret),
         resources=resources(cmd.finetune),
         volume_mounts=[V1VolumeMount(name=CACHE_VOLUME, mount_path=CACHE_MOUNT)],
     )

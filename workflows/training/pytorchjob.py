@@ -21,7 +21,13 @@ from kubernetes.client import (
 
 from workflows._common import cache_volume
 from workflows.spec import ReleaseSpec
-from workflows.training.pod import TrainerCommand, container, serialise, tolerations
+from workflows.training.pod import (
+    TrainerCommand,
+    container,
+    job_metadata,
+    serialise,
+    tolerations,
+)
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -68,11 +74,7 @@ def build_pytorchjob(
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {
-            "name": name,
-            "namespace": spec.namespace,
-            "labels": {"app.kubernetes.io/part-of": "llmflow"},
-        },
+        "metadata": job_metadata(name, spec),
         "spec": {
             "nprocPerNode": str(ft.procs_per_replica),
             "pytorchReplicaSpecs": replicas,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.spec import ReleaseSpec
-from workflows.training.pod import TrainerCommand, resources, s3_env, serialise
+from workflows.training.pod import TrainerCommand, job_metadata, resources, serialise, training_env
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
@@ -23,16 +23,11 @@ FAILURE_CONDITION = "status.jobsStatus.0.failed > 0"
 def build_trainjob(name: str, spec: ReleaseSpec, cmd: TrainerCommand, image: str) -> dict[str, Any]:
     """The TrainJob manifest for a finetune run."""
     ft = cmd.finetune
-    env = serialise(s3_env(spec.storage.credentials_secret))
-    env += [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    env = serialise(training_env(spec.storage.credentials_secret))
     manifest: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {
-            "name": name,
-            "namespace": spec.namespace,
-            "labels": {"app.kubernetes.io/part-of": "llmflow"},
-        },
+        "metadata": job_metadata(name, spec),
         "spec": {
             "runtimeRef": {
                 "name": ft.runtime,
