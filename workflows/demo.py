@@ -79,7 +79,8 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
             f"second run: cache-hit={again['cache-hit']} "
             f"({time.monotonic() - started:.1f} s including the step's interpreter start)"
         )
-        model_dir = Path(outputs["path"])
+        fetched = Path(outputs["path"])
+        model_dir = fetched
         if spec.finetune is not None:
             _section("5. llmflow run finetune")
             _upload_dataset(spec.finetune.dataset, s3)
@@ -94,8 +95,9 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
             outputs = {**outputs, **record}
 
     _section("6. load and generate")
-    tokens = _generate(model_dir)
-    console.print(f"{model_dir} loads in transformers and generated {tokens} tokens")
+    for folder in dict.fromkeys([fetched, model_dir]):
+        tokens = _generate(folder)
+        console.print(f"{folder} loads in transformers and generated {tokens} tokens")
     return outputs
 
 

@@ -58,7 +58,6 @@ class TrainerCommand:
             "--lora-alpha", str(ft.lora.alpha),
             "--checkpoint-every", str(ft.checkpoint_every),
             "--dtype", "bfloat16" if ft.gpus_per_replica else "float32",
-            "--no-progress",
             *self.extra_args,
         ]  # fmt: skip
 
