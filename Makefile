@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A second environment with transformers 4: checkpoints must load there too (tests/test_compat.py).
+COMPAT := $(VENV)/compat-tf4
 S3RVER_VERSION := 3.7.1
 PYTEST_ARGS ?=
 
@@ -22,6 +24,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
 	$(BIN)/python -m pip install -q -e '.[model,dev]'
 	npm install -s --no-audit --no-fund --prefix $(VENV)/node s3rver@$(S3RVER_VERSION)
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install -q 'torch==2.13.0'
+	$(COMPAT)/bin/python -m pip install -q 'transformers>=4.51,<5' 'tokenizers<0.23' safetensors
 	touch $@
 
 test: setup
