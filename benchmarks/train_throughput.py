@@ -1,7 +1,7 @@
 """Benchmark: training tokens/s of steps/train.py against a plain transformers `Trainer`.
 
-Same model, same tokenised examples, same batch size and steps, in the same run; prints
-tokens/s for each and the ratio. On a GPU it also prints MFU (6 x parameters x tokens/s
+Same model, same tokenised examples, same batch size and steps, in the same run, after an
+untimed warm-up; prints tokens/s for each and the ratio. On a GPU it also prints MFU (6 x parameters x tokens/s
 over the chip's dense bf16 peak).
 
     .venv/bin/python benchmarks/train_throughput.py                 # the tiny model, CPU
@@ -168,6 +168,11 @@ def main() -> None:
         model = make_model(Path(tmp) / "model", args.size)
         data = Path(tmp) / "data.jsonl"
         make_data(data, args.steps * args.batch, args.seq)
+        # Untimed warm-up, so neither timed run pays for first-use costs (CUDA context,
+        # kernel loading, allocator growth) that the other then gets for free.
+        warmup = Path(tmp) / "warmup.jsonl"
+        make_data(warmup, 3 * args.batch, args.seq)
+        run_trainer(model, warmup, args, dtype)
         ours, params = run_recipe(model, data, args, dtype)
         if cuda:
             torch.cuda.empty_cache()
