@@ -1,8 +1,8 @@
 """Benchmark: training tokens/s of steps/train.py against a plain transformers `Trainer`.
 
 Same model, same tokenised examples, same batch size and steps, in the same run, after an
-untimed warm-up; prints tokens/s for each and the ratio. On a GPU it also prints MFU (6 x parameters x tokens/s
-over the chip's dense bf16 peak).
+untimed warm-up; prints tokens/s for each and the ratio. On a GPU it also prints MFU
+(6 x parameters x tokens/s over the chip's dense bf16 peak).
 
     .venv/bin/python benchmarks/train_throughput.py                 # the tiny model, CPU
     python3 benchmarks/train_throughput.py --size 0.5b --seq 1024   # ~0.5B Llama, bf16, GPU
