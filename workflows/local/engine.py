@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import string
 import threading
 import time
@@ -197,6 +198,16 @@ class Run:
         for proc in procs:
             threading.Thread(target=leaves.terminate, args=(proc,), daemon=True).start()
 
+    def _kill_processes(self) -> None:
+        """End every child process group at once (SIGKILL), without waiting."""
+        with self.lock:
+            procs = list(self._procs)
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     # --- the run ----------------------------------------------------------------------------
 
     def execute(self) -> str:
@@ -225,6 +236,10 @@ class Run:
                 self._exit_handler()
         except RunError as exc:
             self.phase, self.message = "Error", str(exc)
+        except BaseException:  # a second Ctrl-C, or a bug: leave no process behind
+            self.phase, self.message = "Failed", "aborted"
+            self._kill_processes()
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
