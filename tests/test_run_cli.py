@@ -142,3 +142,67 @@ def test_ctrl_c_stops_cleanly(tmp_path) -> None:
     assert bye["phase"] == "Succeeded" and bye["outputs"]["result"] == "Failed"
     root = status["nodes"]["interrupted"]
     assert root["phase"] == "Failed"
+
+
+def test_a_second_ctrl_c_aborts_and_leaves_no_process(tmp_path) -> None:
+    pid_file = tmp_path / "bye.pid"
+    workflow = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "aborted"},
+        "spec": {
+            "entrypoint": "main",
+            "onExit": "bye",
+            "templates": [
+                {
+                    "name": "main",
+                    "container": {
+                        "image": "python",
+                        "command": ["python", "-c"],
+                        "args": ["import time; time.sleep(120)"],
+                    },
+                },
+                {
+                    "name": "bye",
+                    "container": {
+                        "image": "python",
+                        "command": ["python", "-c"],
+                        "args": [
+                            f"import os, time; open('{pid_file}', 'w').write(str(os.getpid())); "
+                            "time.sleep(120)"
+                        ],
+                    },
+                },
+            ],
+        },
+    }
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(workflow))
+    proc = subprocess.Popen(
+        [LLMFLOW, "run", "--file", str(path), "--root", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    status_file = tmp_path / "runs" / "aborted" / "status.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        status_file.exists() and '"Running"' in status_file.read_text()
+    ):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # stop: the exit handler starts and hangs
+    while time.monotonic() < deadline and not pid_file.exists():
+        time.sleep(0.1)
+    assert pid_file.exists(), "the exit handler did not start"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # abort
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    time.sleep(0.5)
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the exit handler's process outlived the aborted run"
