@@ -184,6 +184,9 @@ class Run:
             self._procs.add(proc)
         try:
             yield
+        except BaseException:  # interrupted while waiting on it: it must not outlive us
+            _kill_group(proc)
+            raise
         finally:
             with self.lock:
                 self._procs.discard(proc)
@@ -203,10 +206,7 @@ class Run:
         with self.lock:
             procs = list(self._procs)
         for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(proc)
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -578,6 +578,13 @@ class Run:
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+
+def _kill_group(proc: Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _copy(source: Path, target: Path) -> None:

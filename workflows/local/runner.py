@@ -47,8 +47,12 @@ def run_workflow(
     view = LiveView(console)
     run = Run(workflow, RunOptions(root=root, parameters=overrides, on_change=view.on_change))
 
+    interrupts = 0
+
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        if run.stopping.is_set():
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
             raise KeyboardInterrupt
         console.print("stopping: ending processes, then the exit handler (Ctrl-C again aborts)")
         run.stop("Stopped by user (Ctrl-C)")
