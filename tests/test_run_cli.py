@@ -199,10 +199,17 @@ def test_a_second_ctrl_c_aborts_and_leaves_no_process(tmp_path) -> None:
     proc.send_signal(signal.SIGINT)  # abort
     proc.communicate(timeout=60)
     assert proc.returncode != 0
-    time.sleep(0.5)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and running(pid):
+        time.sleep(0.1)
+    assert not running(pid), "the exit handler's process outlived the aborted run"
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs (a killed child nobody reaped yet is a zombie: not running)."""
     try:
-        os.kill(int(pid_file.read_text()), 0)
-        alive = True
-    except ProcessLookupError:
-        alive = False
-    assert not alive, "the exit handler's process outlived the aborted run"
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
