@@ -499,3 +499,21 @@ def test_artifacts_defaults_and_template_outputs(tmp_path: Path) -> None:
     assert Path(saved["path"]).read_text() == "payload"
     assert Path(saved["path"]).is_relative_to(tmp_path / "runs" / "artifacts")
     assert outputs(nodes["inner"]) == {"shouted": "PAYLOAD"}
+
+
+def test_template_mutex_serialises_parallel_tasks(tmp_path: Path) -> None:
+    stamp = (
+        "import sys, time; t = time.time(); time.sleep(0.5); "
+        "open(sys.argv[1], 'a').write(f'{t} {time.time()}\\n')"
+    )
+    log = tmp_path / "log"
+    with Workflow(name="template-mutex", entrypoint="main") as w:
+        s = py("stamp", stamp, synchronization=Synchronization(mutexes=[Mutex(name="one-gpu")]))
+        s.args = [str(log)]
+        with DAG(name="main"):
+            s(name="a")
+            s(name="b")
+    run = execute(w, tmp_path / "root")
+    assert run.phase == "Succeeded"
+    (a0, a1), (b0, b1) = sorted(tuple(map(float, x.split())) for x in log.read_text().splitlines())
+    assert a1 <= b0, "two tasks held the same template mutex at once"
