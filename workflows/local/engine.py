@@ -25,8 +25,6 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from workflows.exceptions import RunError
 from workflows.local import graph, leaves
 from workflows.local.expressions import substitute, substitute_all
@@ -34,6 +32,7 @@ from workflows.local.paths import PathMapper, local_volumes, mapper_for
 from workflows.local.platform import LocalPlatform
 from workflows.local.store import DEFAULT_ROOT, DONE, Node, RunStore, now
 from workflows.local.support import check_supported
+from workflows.local.sync import hold_mutexes
 
 Scope = dict[str, str]
 
@@ -540,44 +539,17 @@ class Run:
         if params:
             node.outputs["parameters"] = params
 
-    # --- synchronization -------------------------------------------------------------------
+    def _mutexes(self, sync: dict[str, Any] | None, node: Node | None) -> Any:
+        """Hold a workflow's (node None) or template's mutexes; waiting shows on it."""
 
-    @contextmanager
-    def _mutexes(self, sync: dict[str, Any] | None, node: Node | None) -> Iterator[None]:
-        """Hold the named mutexes (file locks shared by every local run under this root)."""
-        mutexes = (sync or {}).get("mutexes") or []
-        locks = []
-        try:
-            for mutex in mutexes:
-                namespace = mutex.get("namespace") or self.namespace
-                lock = FileLock(self.root / "locks" / f"{namespace}.{mutex['name']}.lock")
-                (self.root / "locks").mkdir(parents=True, exist_ok=True)
-                try:
-                    lock.acquire(timeout=0)
-                except Timeout:
-                    waiting = f"Waiting for {namespace}/Mutex/{mutex['name']} lock"
-                    if node is None:
-                        self.message = waiting
-                        self.changed()
-                    else:
-                        self.set_phase(node, node.phase, waiting)
-                    while True:
-                        if self.stopping.is_set():
-                            raise RunError(self.stop_reason) from None
-                        try:
-                            lock.acquire(timeout=0.2)
-                            break
-                        except Timeout:
-                            continue
-                    if node is None:
-                        self.message = ""
-                    else:
-                        node.message = ""
-                locks.append(lock)
-            yield
-        finally:
-            for lock in reversed(locks):
-                lock.release()
+        def on_wait(message: str) -> None:
+            if node is None:
+                self.message = message
+                self.changed()
+            else:
+                self.set_phase(node, node.phase, message)
+
+        return hold_mutexes(self.root, self.namespace, sync, lambda: self.stopping, on_wait)
 
 
 def _kill_group(proc: Popen[bytes]) -> None:
