@@ -90,34 +90,29 @@ def test_run_exit_code_follows_the_workflow(tmp_path) -> None:
     assert missing.exit_code == 2 and "no such workflow parameter" in missing.output
 
 
-def test_ctrl_c_stops_cleanly(tmp_path) -> None:
-    workflow = {
+def sleeper_with_exit_handler(name: str, exit_code: str) -> dict:
+    """A workflow whose main step sleeps, with an exit handler running `exit_code`."""
+
+    def container(code: str) -> dict:
+        return {"image": "python", "command": ["python", "-c"], "args": [code]}
+
+    return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
-        "metadata": {"name": "interrupted"},
+        "metadata": {"name": name},
         "spec": {
             "entrypoint": "main",
             "onExit": "bye",
             "templates": [
-                {
-                    "name": "main",
-                    "container": {
-                        "image": "python",
-                        "command": ["python", "-c"],
-                        "args": ["import time; time.sleep(120)"],
-                    },
-                },
-                {
-                    "name": "bye",
-                    "container": {
-                        "image": "python",
-                        "command": ["python", "-c"],
-                        "args": ["print('{{workflow.status}}')"],
-                    },
-                },
+                {"name": "main", "container": container("import time; time.sleep(120)")},
+                {"name": "bye", "container": container(exit_code)},
             ],
         },
     }
+
+
+def start_running(tmp_path: Path, workflow: dict) -> tuple[subprocess.Popen, Path]:
+    """`llmflow run --file` in a subprocess, returned once its main step runs."""
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump(workflow))
     proc = subprocess.Popen(
@@ -126,13 +121,19 @@ def test_ctrl_c_stops_cleanly(tmp_path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    status_file = tmp_path / "runs" / "interrupted" / "status.json"
+    status_file = tmp_path / "runs" / workflow["metadata"]["name"] / "status.json"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if status_file.exists() and '"Running"' in status_file.read_text():
-            break
+    while time.monotonic() < deadline and not (
+        status_file.exists() and '"Running"' in status_file.read_text()
+    ):
         time.sleep(0.1)
     time.sleep(0.5)
+    return proc, status_file
+
+
+def test_ctrl_c_stops_cleanly(tmp_path) -> None:
+    workflow = sleeper_with_exit_handler("interrupted", "print('{{workflow.status}}')")
+    proc, status_file = start_running(tmp_path, workflow)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 1
@@ -146,52 +147,10 @@ def test_ctrl_c_stops_cleanly(tmp_path) -> None:
 
 def test_a_second_ctrl_c_aborts_and_leaves_no_process(tmp_path) -> None:
     pid_file = tmp_path / "bye.pid"
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": "aborted"},
-        "spec": {
-            "entrypoint": "main",
-            "onExit": "bye",
-            "templates": [
-                {
-                    "name": "main",
-                    "container": {
-                        "image": "python",
-                        "command": ["python", "-c"],
-                        "args": ["import time; time.sleep(120)"],
-                    },
-                },
-                {
-                    "name": "bye",
-                    "container": {
-                        "image": "python",
-                        "command": ["python", "-c"],
-                        "args": [
-                            f"import os, time; open('{pid_file}', 'w').write(str(os.getpid())); "
-                            "time.sleep(120)"
-                        ],
-                    },
-                },
-            ],
-        },
-    }
-    path = tmp_path / "wf.yaml"
-    path.write_text(yaml.safe_dump(workflow))
-    proc = subprocess.Popen(
-        [LLMFLOW, "run", "--file", str(path), "--root", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    status_file = tmp_path / "runs" / "aborted" / "status.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        status_file.exists() and '"Running"' in status_file.read_text()
-    ):
-        time.sleep(0.1)
-    time.sleep(0.5)
+    hang = f"import os, time; open('{pid_file}', 'w').write(str(os.getpid())); time.sleep(120)"
+    proc, _ = start_running(tmp_path, sleeper_with_exit_handler("aborted", hang))
     proc.send_signal(signal.SIGINT)  # stop: the exit handler starts and hangs
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not pid_file.exists():
         time.sleep(0.1)
     assert pid_file.exists(), "the exit handler did not start"
