@@ -103,16 +103,18 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
 
 def _upload_dataset(uri: str, s3: LocalS3) -> None:
     """Put the tiny instruction dataset where the spec says the training data is."""
+    from urllib.parse import urlsplit
+
+    from steps import storage
     from steps.tiny_data import DATASET
-    from steps.weights.uri import parse_source_uri
 
     if not uri.startswith("s3://"):
         return
-    bucket = parse_source_uri(uri).location
+    bucket = urlsplit(uri).netloc
     client = s3.client()
     if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=bucket)
-    client.upload_file(str(DATASET / "train.jsonl"), bucket, uri.split("/", 3)[3])
+    storage.upload(DATASET / "train.jsonl", uri)
 
 
 def _download(uri: str, folder: Path) -> None:
