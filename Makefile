@@ -18,6 +18,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	@# cowsay: Argo's e2e workflows run it in argosay:v1 (tests/test_argo_conformance.py).
+	@command -v cowsay >/dev/null || test -x /usr/games/cowsay || \
+		{ apt-get update -qq && apt-get install -y -qq cowsay; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.

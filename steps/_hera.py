@@ -28,4 +28,13 @@ S3_ENV = [
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 ]
 
-global_config.set_class_defaults(Script, constructor="runner", image=IMAGE)
+#: A failed step's last log lines become its termination message, which Argo puts in the node's
+#: message ("main: Error (exit code 1): ..."), so the workflow says why it failed.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+
+global_config.set_class_defaults(
+    Script,
+    constructor="runner",
+    image=IMAGE,
+    termination_message_policy=TERMINATION_MESSAGE_POLICY,
+)

@@ -16,7 +16,7 @@ from hera.workflows import DAG, Parameter, Resource, RetryStrategy, Steps, Suspe
 from hera.workflows.models import Backoff, Mutex, Synchronization
 
 from tests.engine_helpers import by_name, execute, outputs, py
-from workflows.exceptions import RunError, UnsupportedFeature
+from workflows.exceptions import InvalidWorkflow, RunError, UnsupportedFeature
 from workflows.local.engine import Run, RunOptions
 
 WRITE = "import pathlib, sys; p = pathlib.Path('/tmp/out'); p.mkdir(parents=True, exist_ok=True); "
@@ -64,11 +64,12 @@ def test_depends_on_failed_and_succeeded(tmp_path: Path) -> None:
             a  # noqa: B018 - referenced by the depends strings above
     run = execute(w, tmp_path)
     nodes = by_name(run)
-    assert nodes["a"].phase == "Failed" and nodes["a"].message == "Error (exit code 3)"
+    assert nodes["a"].phase == "Failed" and nodes["a"].message == "main: Error (exit code 3)"
     assert nodes["on-failure"].phase == "Succeeded"
     assert nodes["on-success"].phase == "Omitted"
     assert nodes["either"].phase == "Succeeded"
-    assert run.phase == "Succeeded"  # the failure is handled by a depends
+    # on-success is a leaf, omitted below the failed a: it inherits Failed, as in Argo.
+    assert run.phase == "Failed"
 
 
 def test_an_unhandled_failure_fails_the_dag(tmp_path: Path) -> None:
@@ -156,7 +157,8 @@ def test_exit_handler_sees_the_failure(tmp_path: Path) -> None:
             fail(name="boom")
     run = execute(w, tmp_path)
     handler = next(n for n in run.nodes.values() if n.name == "exit.onExit")
-    assert handler.phase == "Succeeded" and handler.outputs["result"] == "Failed 1"
+    # workflow.failures lists every Failed or Errored node: the pod and the DAG above it.
+    assert handler.phase == "Succeeded" and handler.outputs["result"] == "Failed 2"
     assert run.phase == "Failed"
 
 
@@ -170,6 +172,7 @@ def test_loops_over_items_and_over_a_json_parameter(tmp_path: Path) -> None:
             outputs=["sq"],
         )
         sq.args = ["{{inputs.parameters.n}}"]
+        show = py("show", "print(1)", inputs=["squares", "all"])
         with DAG(name="main"):
             g = gen(name="gen")
             items = sq(name="items", arguments={"n": "{{item}}"}, with_items=[4, 5])
@@ -179,7 +182,14 @@ def test_loops_over_items_and_over_a_json_parameter(tmp_path: Path) -> None:
                 with_param="{{tasks.gen.outputs.result}}",
             )
             g >> param
-            items  # noqa: B018
+            shown = show(
+                name="show",
+                arguments={
+                    "squares": "{{tasks.items.outputs.parameters.sq}}",
+                    "all": "{{tasks.param.outputs.parameters}}",
+                },
+            )
+            [items, param] >> shown
     run = execute(w, tmp_path)
     nodes = by_name(run)
     assert run.phase == "Succeeded"
@@ -188,8 +198,10 @@ def test_loops_over_items_and_over_a_json_parameter(tmp_path: Path) -> None:
         "items(0:4)",
         "items(1:5)",
     ]
-    assert json.loads(outputs(nodes["items"])["sq"]) == ["16", "25"]
-    assert json.loads(outputs(nodes["param"])["sq"]) == ["1", "4", "9"]
+    # A loop's outputs are JSON lists in scope, as Argo aggregates them.
+    received = {p["name"]: json.loads(p["value"]) for p in nodes["show"].inputs["parameters"]}
+    assert received["squares"] == ["16", "25"]
+    assert received["all"] == [{"sq": "1"}, {"sq": "4"}, {"sq": "9"}]
     assert sorted(run.nodes[c].display_name for c in nodes["param"].children) == [
         "param(0:n:1)",
         "param(1:n:2)",
@@ -220,7 +232,8 @@ def test_workflow_deadline_exceeded_still_runs_the_exit_handler(tmp_path: Path) 
         with DAG(name="main"):
             slow(name="slow")
     run = execute(w, tmp_path)
-    assert run.phase == "Failed" and run.message == "Max duration limit exceeded"
+    # Argo ends the running pods with "Step exceeded its deadline" (exec_control.go).
+    assert run.phase == "Failed" and run.message == "Step exceeded its deadline"
     assert by_name(run)["slow"].phase == "Failed"
     handler = next(n for n in run.nodes.values() if n.name.endswith(".onExit"))
     assert handler.outputs["result"] == "Failed"
@@ -402,34 +415,41 @@ def test_unsupported_fields_fail_at_load_time(tmp_path: Path) -> None:
     container = next(i for i, t in enumerate(templates) if "container" in t)
     dag = next(i for i, t in enumerate(templates) if "dag" in t)
     templates[container]["container"]["lifecycle"] = {"preStop": {}}
-    templates[dag]["dag"]["tasks"][0]["withSequence"] = {"count": "3"}
+    templates[dag]["dag"]["tasks"][0]["hooks"] = {"exit": {"template": "ok"}}
     with pytest.raises(UnsupportedFeature) as info:
         Run(manifest, RunOptions(root=tmp_path))
     message = str(info.value)
     assert f"spec.templates[{container}].container.lifecycle: not supported" in message
-    assert f"spec.templates[{dag}].dag.tasks[0].withSequence: not supported" in message
+    assert f"spec.templates[{dag}].dag.tasks[0].hooks: lifecycle hooks are not" in message
     assert not (tmp_path / "runs").exists()
 
 
-def test_expressions_are_rejected_not_ignored(tmp_path: Path) -> None:
-    with Workflow(name="expr", entrypoint="main") as w:
-        ok = py("ok", "print(1)")
+def test_expressions_run_and_a_broken_one_names_itself(tmp_path: Path) -> None:
+    with Workflow(name="expr", entrypoint="main", arguments={"n": "2"}) as w:
+        echo = py("echo", "import sys; print(sys.argv[1])", inputs=["x"])
+        echo.args = ["{{inputs.parameters.x}}"]
         with DAG(name="main"):
-            ok(name="a", when="{{=1 == 1}}")
-    with pytest.raises(UnsupportedFeature, match=r"when: Argo expressions .* are not supported"):
-        Run(w.to_dict(), RunOptions(root=tmp_path))
+            echo(
+                name="a",
+                when="{{=1 == 1}}",
+                arguments={"x": "{{=asInt(workflow.parameters.n) + 1}}"},
+            )
+            echo(name="b", arguments={"x": "{{=jsonpath(workflow.parameters.n, '$.id')}}"})
+    run = execute(w, tmp_path)
+    nodes = by_name(run)
+    assert nodes["a"].phase == "Succeeded" and nodes["a"].outputs["result"] == "3"
+    assert nodes["b"].phase == "Error" and "jsonpath" in nodes["b"].message
+    assert run.phase == "Error"
 
 
-def test_unresolved_references_are_errors(tmp_path: Path) -> None:
+def test_unresolved_references_are_refused_at_load(tmp_path: Path) -> None:
     with Workflow(name="unresolved", entrypoint="main") as w:
         echo = py("echo", "print(1)", inputs=["x"])
         with DAG(name="main"):
             echo(name="a", arguments={"x": "{{tasks.nope.outputs.result}}"})
-    run = execute(w, tmp_path)
-    assert run.phase == "Failed"
-    node = by_name(run)["a"]
-    assert node.phase == "Error"
-    assert "unresolved {{tasks.nope.outputs.result}}" in node.message
+    with pytest.raises(InvalidWorkflow, match=r"failed to resolve \{\{tasks.nope.outputs.result"):
+        Run(w.to_dict(), RunOptions(root=tmp_path))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_parameters_can_be_overridden_and_are_checked(tmp_path: Path) -> None:

@@ -228,6 +228,13 @@ def submit(
     metavar="NAME=VALUE",
     help="Override a workflow parameter; repeatable.",
 )
+@click.option(
+    "--image-map",
+    "image_map",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML map of image to entrypoint command list, for containers that give no command "
+    "(default: ROOT/images.yaml when present).",
+)
 @root_option
 @_friendly
 def run_cmd(
@@ -235,6 +242,7 @@ def run_cmd(
     spec_path: Path | None,
     workflow_file: Path | None,
     sets: tuple[str, ...],
+    image_map: Path | None,
     root: Path,
 ) -> None:
     """Run a pipeline (or any Workflow YAML) on this machine, without a cluster.
@@ -242,7 +250,9 @@ def run_cmd(
     Executes the same Workflow `render` prints: DAGs, steps, retries, loops, exit handlers
     and the rest of the subset the README lists, with container steps as local processes and
     volumes as folders under --root. Secrets not created by the run are read from environment
-    variables named like their keys. Exits 0 only when the workflow Succeeded.
+    variables named like their keys. A container that gives no command runs its image's
+    entrypoint from the image map (--image-map, or ROOT/images.yaml). Exits 0 only when the
+    workflow Succeeded.
     """
     from workflows.local.runner import run_workflow
 
@@ -254,7 +264,7 @@ def run_cmd(
         if not sep:
             raise LLMFlowError(f"--set {item!r}: write NAME=VALUE")
         overrides[name] = value
-    phase = run_workflow(pipeline, spec_path, workflow_file, overrides, root)
+    phase = run_workflow(pipeline, spec_path, workflow_file, overrides, root, image_map)
     raise SystemExit(0 if phase == "Succeeded" else 1)
 
 

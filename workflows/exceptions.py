@@ -42,3 +42,14 @@ class UnsupportedFeature(LLMFlowError):
 
 class RunError(LLMFlowError):
     """A local run cannot go on: an unresolved reference, a missing run, a bad argument."""
+
+
+class InvalidWorkflow(LLMFlowError):
+    """A Workflow Argo itself would refuse (`argo lint`): an undefined template, a missing input.
+
+    Raised when the Workflow is loaded, before anything runs; the messages are Argo's.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid Workflow (as `argo lint` finds it):\n  " + "\n  ".join(problems))

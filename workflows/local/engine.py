@@ -13,28 +13,40 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import string
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from workflows.exceptions import RunError
-from workflows.local import graph, leaves
+from workflows.exceptions import InvalidWorkflow, RunError
+from workflows.local import dag, leaves, outputs, retries, steps
 from workflows.local.expressions import substitute, substitute_all
+from workflows.local.images import ImageMap, entrypoint
+from workflows.local.limits import Gate, OpenGate
 from workflows.local.paths import PathMapper, local_volumes, mapper_for
 from workflows.local.platform import LocalPlatform
-from workflows.local.store import DEFAULT_ROOT, DONE, Node, RunStore, now
+from workflows.local.scope import ABSENT, Scope
+from workflows.local.store import DEFAULT_ROOT, DONE, FAILED, Node, RunStore, now
 from workflows.local.support import check_supported
 from workflows.local.sync import hold_mutexes
+from workflows.validation.argo_rules import workflow_problems
 
-Scope = dict[str, str]
+_OPEN = OpenGate()
+
+#: Workflow phase from the entry node's phase (operator.go).
+_WORKFLOW_PHASE = {
+    "Succeeded": "Succeeded",
+    "Skipped": "Succeeded",
+    "Omitted": "Succeeded",
+    "Failed": "Failed",
+    "Error": "Error",
+}
 
 
 @dataclass
@@ -47,6 +59,7 @@ class RunOptions:
         env: Environment of processes; Secrets not created locally are read from it too.
         parameters: Overrides of the Workflow's arguments (`--set name=value`).
         on_change: Called (under the run's lock) after every node change.
+        images: Entrypoints of images whose containers give no command (`images.py`).
     """
 
     root: Path = DEFAULT_ROOT
@@ -54,6 +67,7 @@ class RunOptions:
     env: dict[str, str] | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     on_change: Callable[[Run], None] | None = None
+    images: ImageMap = field(default_factory=dict)
 
 
 def _fnv32a(text: str) -> int:
@@ -67,8 +81,12 @@ class Run:
     """One execution of a Workflow."""
 
     def __init__(self, workflow: dict[str, Any], options: RunOptions | None = None) -> None:
-        check_supported(workflow)
         self.options = options or RunOptions()
+        if isinstance(workflow, dict) and workflow.get("kind") == "Workflow":
+            problems = workflow_problems(workflow)
+            if problems:
+                raise InvalidWorkflow(problems)
+        check_supported(workflow, self.options.images)
         self.workflow = workflow
         meta, spec = workflow.get("metadata") or {}, workflow["spec"]
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
@@ -90,7 +108,12 @@ class Run:
         self.phase = "Pending"
         self.message = ""
         self.started_at = self.finished_at = ""
+        self._started = time.time()
         self.global_outputs: dict[str, str] = {}
+        self.gates: dict[str, Gate] = {}
+        self.images = self.options.images
+        limit = spec.get("parallelism")
+        self.pod_slots: Any = threading.Semaphore(int(limit)) if limit else nullcontext()
         self._procs: set[Popen[bytes]] = set()
         if spec.get("entrypoint") not in self.templates:
             raise RunError(f"spec.entrypoint {spec.get('entrypoint')!r} names no template")
@@ -128,16 +151,17 @@ class Run:
         name: str,
         display: str,
         kind: str,
-        parent: Node | None,
+        parents: list[Node],
         template: str = "",
         boundary: str = "",
     ) -> Node:
-        """Create a node under a parent and record it."""
+        """Create a node below its parents in Argo's node graph, and record it."""
         node = Node(self.node_id(name), name, display, kind, template, boundary_id=boundary)
         with self.lock:
             self.nodes[node.id] = node
-            if parent is not None:
-                parent.children.append(node.id)
+            for parent in parents:
+                if node.id not in parent.children:
+                    parent.children.append(node.id)
         self.changed()
         return node
 
@@ -165,15 +189,25 @@ class Run:
     def status(self) -> dict[str, Any]:
         """The run's status in Argo's shape."""
         with self.lock:
-            outputs = [{"name": k, "value": v} for k, v in self.global_outputs.items()]
+            outputs = [
+                {"name": k.split(".", 1)[1], "value": v}
+                for k, v in self.global_outputs.items()
+                if k.startswith("parameters.")
+            ]
+            pods = [n for n in self.nodes.values() if n.type == "Pod"]
+            done = sum(1 for n in pods if n.phase in DONE)
+            nodes = {i: n.to_json() for i, n in self.nodes.items()}
+            if self.name in nodes:
+                nodes[self.name]["progress"] = f"{done}/{len(pods)}"
             return {
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "phase": self.phase,
                 "startedAt": self.started_at,
                 "finishedAt": self.finished_at,
                 "message": self.message,
+                "progress": f"{done}/{len(pods)}",
                 "outputs": {"parameters": outputs} if outputs else {},
-                "nodes": {i: n.to_json() for i, n in self.nodes.items()},
+                "nodes": nodes,
             }
 
     @contextmanager
@@ -218,23 +252,29 @@ class Run:
         timer = None
         if deadline not in (None, ""):
             timer = threading.Timer(
-                float(deadline), self.stop, args=("Max duration limit exceeded",)
+                float(deadline), self.stop, args=("Step exceeded its deadline",)
             )
             timer.daemon = True
             timer.start()
         try:
             with self._mutexes(self.spec.get("synchronization"), None):
                 self.phase = "Running"
-                root = self.execute_template(
-                    self.spec["entrypoint"], self.name, self.name, None, {}, self.base_scope()
+                entry = self.execute_template(
+                    self.spec["entrypoint"],
+                    self.name,
+                    self.name,
+                    [],
+                    {"parameters": dict(self.parameters)},
+                    self.base_scope(),
                 )
-                self.phase = "Succeeded" if root.phase == "Succeeded" else "Failed"
-                self.message = root.message if self.phase != "Succeeded" else ""
-                if self.stopping.is_set():
-                    self.phase, self.message = "Failed", self.stop_reason
+                assert entry is not None  # the root has no gate
+                self.phase = _WORKFLOW_PHASE.get(entry.phase, "Error")
+                self.message = entry.message if self.phase != "Succeeded" else ""
+                if self.stopping.is_set() and self.phase != "Succeeded":
+                    self.message = self.stop_reason
                 self._exit_handler()
         except RunError as exc:
-            self.phase, self.message = "Error", str(exc)
+            self.phase, self.message = "Error", f"error in entry template execution: {exc}"
         except BaseException:  # a second Ctrl-C, or a bug: leave no process behind
             self.phase, self.message = "Failed", "aborted"
             self._kill_processes()
@@ -248,6 +288,7 @@ class Run:
         return self.phase
 
     def _exit_handler(self) -> None:
+        """Run `onExit`; a failing handler fails a workflow that had succeeded (operator.go)."""
         handler = self.spec.get("onExit")
         if not handler:
             return
@@ -262,19 +303,18 @@ class Run:
                 "finishedAt": n.finished_at,
             }
             for n in self.nodes.values()
-            if n.phase in {"Failed", "Error"} and n.type == "Pod"
+            if n.phase in FAILED
         ]
         scope = {
             **self.base_scope(),
             "workflow.status": self.phase,
-            "workflow.failures": json.dumps(failures),
+            "workflow.failures": json.dumps(failures) if failures else "null",
         }
-        node = self.execute_template(
-            handler, f"{self.name}.onExit", f"{self.name}.onExit", None, {}, scope
-        )
-        if node.phase != "Succeeded":
-            self.phase = "Failed"
-            self.message = self.message or f"exit handler {handler} {node.phase}"
+        name = f"{self.name}.onExit"
+        node = self.execute_template(handler, name, name, [], {}, scope)
+        if node is not None and self.phase == "Succeeded" and node.phase in FAILED:
+            self.phase = "Failed" if node.phase == "Failed" else "Error"
+            self.message = self.root_cause(node).message
 
     def base_scope(self) -> Scope:
         """Variables every template sees."""
@@ -282,13 +322,29 @@ class Run:
             "workflow.name": self.name,
             "workflow.namespace": self.namespace,
             "workflow.uid": self.name,
+            "workflow.mainEntrypoint": str(self.spec.get("entrypoint", "")),
             "workflow.creationTimestamp": self.started_at,
             "workflow.serviceAccountName": str(self.spec.get("serviceAccountName", "")),
             "workflow.parameters": json.dumps(
                 [{"name": k, "value": v} for k, v in self.parameters.items()]
             ),
+            "workflow.parameters.json": json.dumps(
+                [{"name": k, "value": v} for k, v in self.parameters.items()]
+            ),
         }
         scope.update({f"workflow.parameters.{k}": v for k, v in self.parameters.items()})
+        meta = self.workflow.get("metadata") or {}
+        for kind in ("labels", "annotations"):
+            values = meta.get(kind) or {}
+            scope[f"workflow.{kind}"] = json.dumps(values)
+            scope.update({f"workflow.{kind}.{k}": str(v) for k, v in values.items()})
+        return scope
+
+    def global_scope(self) -> Scope:
+        """Variables that change as the run goes: `workflow.outputs.*`, the duration."""
+        with self.lock:
+            scope = {f"workflow.outputs.{k}": v for k, v in self.global_outputs.items()}
+        scope["workflow.duration"] = str(round(time.time() - self._started, 3))
         return scope
 
     # --- templates ------------------------------------------------------------------------
@@ -298,165 +354,194 @@ class Run:
         template_name: str,
         node_name: str,
         display: str,
-        parent: Node | None,
+        parents: list[Node],
         arguments: dict[str, dict[str, str]],
         scope: Scope,
         boundary: str = "",
-    ) -> Node:
-        """Run one template as a node (with its retries); returns the finished node."""
+    ) -> Node | None:
+        """Run one template as a node (with its retries); returns the finished node.
+
+        Returns None when the boundary's `failFast` has tripped, so the node is never created.
+        """
         template = self.templates.get(template_name)
         if template is None:
             raise RunError(f"no template named {template_name!r} (called by {node_name})")
-        inputs = self._inputs(template, arguments, node_name)
-        retry = template.get("retryStrategy")
-        kind = "Retry" if retry else _node_type(template)
-        node = self.new_node(node_name, display, kind, parent, template_name, boundary)
-        node.inputs = {
-            "parameters": [{"name": k, "value": v} for k, v in inputs["parameters"].items()]
-        }
-        if inputs["artifacts"]:
-            node.inputs["artifacts"] = [
-                {"name": k, "path": v} for k, v in inputs["artifacts"].items()
-            ]
-        if self.stopping.is_set():
-            self.set_phase(node, "Failed", self.stop_reason)
+        gate = self.gates.get(boundary, _OPEN)
+        if not gate.enter():
+            return None
+        try:
+            retry = self.retry_strategy(template)
+            kind = "Retry" if retry is not None else _node_type(template)
+            node = self.new_node(node_name, display, kind, parents, template_name, boundary)
+            try:
+                inputs = self._inputs(template, arguments, scope, node_name)
+            except RunError as exc:
+                self.set_phase(node, "Error", str(exc))
+                return node
+            node.inputs = {
+                "parameters": [{"name": k, "value": v} for k, v in inputs["parameters"].items()]
+            }
+            if inputs["artifacts"]:
+                node.inputs["artifacts"] = [
+                    {"name": k, "path": v} for k, v in inputs["artifacts"].items()
+                ]
+            if self.stopping.is_set():
+                self.set_phase(node, "Failed", self.stop_reason)
+                return node
+            self.set_phase(node, "Running")
+            with self._mutexes(template.get("synchronization"), node):
+                if retry is not None:
+                    retries.run_with_retries(self, node, template, inputs, scope, retry)
+                else:
+                    self.attempt(node, template, inputs, scope)
             return node
-        self.set_phase(node, "Running")
-        with self._mutexes(template.get("synchronization"), node):
-            if retry:
-                self._retry(node, template, inputs, scope, retry)
-            else:
-                self._attempt(node, template, inputs, scope)
-        return node
+        finally:
+            gate.leave()
+
+    def retry_strategy(self, template: dict[str, Any]) -> dict[str, Any] | None:
+        """A template's retryStrategy, else the workflow's (Argo's default for every template)."""
+        if template.get("retryStrategy") is not None:
+            return dict(template["retryStrategy"])
+        strategy = self.spec.get("retryStrategy")
+        return None if strategy is None else dict(strategy)
+
+    def gate(self, node: Node, template: dict[str, Any]) -> Gate:
+        """The parallelism and failFast gate of a DAG or steps node's children."""
+        gate = Gate(template, node, lambda: list(self.nodes.values()))
+        with self.lock:
+            self.gates[node.id] = gate
+        return gate
 
     def _inputs(
-        self, template: dict[str, Any], arguments: dict[str, dict[str, str]], node_name: str
+        self,
+        template: dict[str, Any],
+        arguments: dict[str, dict[str, str]],
+        scope: Scope,
+        node_name: str,
     ) -> dict[str, dict[str, str]]:
+        """Input values from the arguments, else the template's value or default."""
         params, artifacts = {}, {}
         given = arguments.get("parameters", {})
-        for p in (template.get("inputs") or {}).get("parameters") or []:
-            if p["name"] in given:
-                value = given[p["name"]]
-            elif "value" in p:
-                value = str(p["value"])
-            elif "default" in p:
-                value = str(p["default"])
+        where = f"{node_name}: template {template['name']}"
+        declared = (template.get("inputs") or {}).get("parameters") or []
+        # As Argo's SubstituteParams: defaults first see the globals, then each other's values.
+        own: dict[str, str] = {}
+        for p in declared:
+            supplied = given.get(p["name"])
+            if supplied == ABSENT:
+                if "value" not in p and "default" not in p:
+                    raise RunError(
+                        f"inputs.parameters.{p['name']}: argument references an absent optional "
+                        "(skipped/omitted node output with no default)"
+                    )
+                supplied = None
+            if supplied is not None:
+                params[p["name"]] = supplied
+            elif "value" in p or "default" in p:
+                raw = str(p["value"] if "value" in p else p["default"])
+                own[p["name"]] = substitute(raw, scope, where, lenient=True)
+                params[p["name"]] = own[p["name"]]
             else:
-                raise RunError(f"{node_name}: input parameter {p['name']!r} was not supplied")
+                raise RunError(f"{where}: inputs.parameters.{p['name']} was not supplied")
+        inputs_scope = {**scope, **{f"inputs.parameters.{k}": v for k, v in params.items()}}
+        for name, raw in own.items():
+            params[name] = substitute(raw, inputs_scope, f"{where} input {name}")
+        for p in declared:
+            value = params[p["name"]]
             if p.get("enum") and value not in [str(e) for e in p["enum"]]:
-                raise RunError(
-                    f"{node_name}: input {p['name']} = {value!r} is not one of {p['enum']}"
-                )
-            params[p["name"]] = value
+                raise RunError(f"{where}: input {p['name']} = {value!r} is not one of {p['enum']}")
         for a in (template.get("inputs") or {}).get("artifacts") or []:
             source = arguments.get("artifacts", {}).get(a["name"])
-            if source is None and not a.get("optional"):
-                raise RunError(f"{node_name}: input artifact {a['name']!r} was not supplied")
-            if source is not None:
+            if not source and not a.get("optional"):
+                raise RunError(f"{where}: inputs.artifacts.{a['name']} was not supplied")
+            if source:
                 artifacts[a["name"]] = source
         return {"parameters": params, "artifacts": artifacts}
 
-    def _retry(
-        self,
-        node: Node,
-        template: dict[str, Any],
-        inputs: dict[str, dict[str, str]],
-        scope: Scope,
-        retry: dict[str, Any],
-    ) -> None:
-        limit = int(retry.get("limit", 0) or 0)
-        policy = retry.get("retryPolicy") or "OnFailure"
-        backoff = retry.get("backoff") or {}
-        delay = leaves.duration_seconds(str(backoff.get("duration") or "")) or 0.0
-        factor = float(backoff.get("factor") or 1)
-        max_total = leaves.duration_seconds(str(backoff.get("maxDuration") or ""))
-        started = time.monotonic()
-        for attempt in range(limit + 1):
-            child_name = f"{node.name}({attempt})"
-            child = self.new_node(
-                child_name,
-                child_name.rsplit(".", 1)[-1],
-                _node_type(template),
-                node,
-                template["name"],
-                node.boundary_id,
-            )
-            self.set_phase(child, "Running")
-            self._attempt(child, template, inputs, {**scope, "retries": str(attempt)})
-            node.outputs = child.outputs
-            if child.phase == "Succeeded":
-                self.set_phase(node, "Succeeded", "")
-                return
-            retryable = {
-                "Always": {"Failed", "Error"},
-                "OnFailure": {"Failed"},
-                "OnError": {"Error"},
-                "OnTransientError": {"Error"},
-            }[policy]
-            out_of_time = max_total is not None and time.monotonic() - started + delay > max_total
-            if (
-                child.phase not in retryable
-                or attempt == limit
-                or out_of_time
-                or self.stopping.is_set()
-            ):
-                message = child.message if child.phase not in retryable else "No more retries left"
-                self.set_phase(node, child.phase, message)
-                return
-            if delay:
-                self.stopping.wait(delay)
-                delay *= factor
-
-    def _attempt(
+    def attempt(
         self, node: Node, template: dict[str, Any], inputs: dict[str, dict[str, str]], scope: Scope
     ) -> None:
         """Run the template body once into `node` and collect its outputs."""
-        scope = {**scope, **_input_scope(inputs), "pod.name": node.id, "node.name": node.name}
+        scope = {
+            **scope,
+            **self.global_scope(),
+            **_input_scope(inputs),
+            "pod.name": node.id,
+            "node.name": node.name,
+        }
         for a in (template.get("inputs") or {}).get("artifacts") or []:
             scope[f"inputs.artifacts.{a['name']}.path"] = a.get("path", "")
-        inner: Scope = {}
+            scope[f"inputs.artifacts.{a['name']}"] = inputs["artifacts"].get(a["name"], "")
         try:
-            resolved = substitute_all(
-                {k: v for k, v in template.items() if k not in {"dag", "steps", "outputs"}},
-                scope,
-                f"template {template['name']}",
-            )
-            if "dag" in template:
-                inner = graph.run_dag(self, node, template, scope)
-            elif "steps" in template:
-                inner = graph.run_steps(self, node, template, scope)
-            elif "resource" in resolved:
-                obj = leaves.run_resource(self, node, resolved)
+            if "dag" in template or "steps" in template:
+                run_graph = dag.run_dag if "dag" in template else steps.run_steps
+                inner = run_graph(self, node, template, scope)
                 if node.phase == "Succeeded":
-                    self._resource_outputs(node, template, obj)
-            elif "suspend" in resolved:
-                leaves.run_suspend(self, node, resolved, self.changed)
+                    outputs.template_outputs(self, node, template, inner)
             else:
-                mapper = self._mapper(node, {**resolved, "outputs": template.get("outputs")})
-                self._stage_artifacts(inputs["artifacts"], template, mapper)
-                leaves.run_process(self, node, resolved, mapper)
-                if node.phase == "Succeeded":
-                    self._file_outputs(node, template, mapper, scope)
+                self._leaf(node, template, inputs, scope)
             if node.phase == "Running":
                 node.phase = "Succeeded"
-            if node.phase == "Succeeded" and ("dag" in template or "steps" in template):
-                self._parameter_outputs(node, template, inner)
         except RunError as exc:
             node.phase, node.message = "Error", str(exc)
         self.set_phase(node, node.phase)
 
-    # --- paths and outputs -----------------------------------------------------------------
+    def _leaf(
+        self, node: Node, template: dict[str, Any], inputs: dict[str, dict[str, str]], scope: Scope
+    ) -> None:
+        resolved = substitute_all(template, scope, f"template {template['name']}")
+        if "resource" in resolved:
+            obj = leaves.run_resource(self, node, resolved)
+            if node.phase == "Succeeded":
+                outputs.resource_outputs(node, resolved, obj)
+        elif "suspend" in resolved:
+            leaves.run_suspend(self, node, resolved, self.changed)
+        else:
+            mapper = self._mapper(node, resolved)
+            declared = (resolved.get("inputs") or {}).get("artifacts") or []
+            outputs.stage_artifacts(inputs["artifacts"], declared, mapper)
+            body = resolved.get("container") or resolved.get("script") or {}
+            command = body.get("command") or entrypoint(self.images, str(body.get("image", "")))
+            with self.pod_slots:
+                leaves.run_process(self, node, resolved, mapper, command or [])
+            if node.phase == "Succeeded":
+                outputs.file_outputs(self, node, resolved.get("outputs") or {}, mapper, scope)
+
+    # --- graph and phases ------------------------------------------------------------------
+
+    def outbound(self, node: Node) -> list[Node]:
+        """The nodes a later task hangs below (Argo's `getOutboundNodes`)."""
+        if node.type in {"DAG", "Steps"}:
+            found = [self.nodes[i] for i in node.outbound_nodes if i in self.nodes]
+            return found or [node]
+        if node.type == "TaskGroup" and node.children:
+            return [o for c in node.children for o in self.outbound(self.nodes[c])]
+        if node.type == "Retry" and node.children:
+            return self.outbound(self.nodes[node.children[-1]])
+        return [node]
+
+    def root_cause(self, node: Node) -> Node:
+        """The deepest failed node below a failed one: where its error message is."""
+        while not node.message or node.type in {"Retry", "TaskGroup"}:
+            failed = [self.nodes[c] for c in node.children if self.nodes[c].phase in FAILED]
+            below = [n for n in failed if n.boundary_id in {node.id, node.boundary_id}] or failed
+            if not below:
+                return node
+            node = below[-1] if node.type == "Retry" else below[0]
+        return node
+
+    # --- paths and locks -------------------------------------------------------------------
 
     def _mapper(self, node: Node, template: dict[str, Any]) -> PathMapper:
         body = template.get("container") or template.get("script") or {}
         mapper = mapper_for(body, self.volumes, self.store.node_dir(node.id) / "fs")
-        outputs = template.get("outputs") or {}
-        for p in outputs.get("parameters") or []:
+        declared = template.get("outputs") or {}
+        for p in declared.get("parameters") or []:
             path = (p.get("valueFrom") or {}).get("path")
             if path:
                 mapper.declare_output(path)
         for a in [
-            *(outputs.get("artifacts") or []),
+            *(declared.get("artifacts") or []),
             *((template.get("inputs") or {}).get("artifacts") or []),
         ]:
             if a.get("path"):
@@ -465,79 +550,6 @@ class Run:
             if env.get("name") == "hera__outputs_directory" and env.get("value"):
                 mapper.declare(env["value"])
         return mapper
-
-    def _stage_artifacts(
-        self, artifacts: dict[str, str], template: dict[str, Any], mapper: PathMapper
-    ) -> None:
-        declared = {a["name"]: a for a in (template.get("inputs") or {}).get("artifacts") or []}
-        for name, source in artifacts.items():
-            target = mapper.local(declared[name]["path"])
-            _copy(Path(source), target)
-
-    def _file_outputs(
-        self, node: Node, template: dict[str, Any], mapper: PathMapper, scope: Scope
-    ) -> None:
-        outputs = template.get("outputs") or {}
-        params = []
-        for p in outputs.get("parameters") or []:
-            source = p.get("valueFrom") or {}
-            if "path" in source:
-                path = mapper.local(source["path"])
-                if path.is_file():
-                    value = path.read_text().rstrip("\n") if path.stat().st_size else ""
-                elif "default" in source:
-                    value = str(source["default"])
-                else:
-                    node.phase = "Error"
-                    node.message = f"output parameter {p['name']}: {source['path']} was not written"
-                    return
-            else:
-                value = substitute(str(p.get("value", "")), scope, f"output {p['name']}")
-            params.append({"name": p["name"], "value": value})
-            if p.get("globalName"):
-                self.global_outputs[p["globalName"]] = value
-        artifacts = []
-        for a in outputs.get("artifacts") or []:
-            local = mapper.local(a["path"])
-            if not local.exists():
-                if a.get("optional"):
-                    continue
-                node.phase, node.message = (
-                    "Error",
-                    f"output artifact {a['name']}: {a['path']} missing",
-                )
-                return
-            saved = self.store.path / "artifacts" / node.id / a["name"]
-            _copy(local, saved)
-            artifacts.append({"name": a["name"], "path": str(saved)})
-        if params:
-            node.outputs["parameters"] = params
-        if artifacts:
-            node.outputs["artifacts"] = artifacts
-
-    def _resource_outputs(self, node: Node, template: dict[str, Any], obj: Any) -> None:
-        params = []
-        for p in (template.get("outputs") or {}).get("parameters") or []:
-            expression = (p.get("valueFrom") or {}).get("jsonPath")
-            if expression is None:
-                raise RunError(f"resource output {p['name']}: only valueFrom.jsonPath is supported")
-            params.append({"name": p["name"], "value": leaves.json_path(obj, expression)})
-        if params:
-            node.outputs["parameters"] = params
-
-    def _parameter_outputs(self, node: Node, template: dict[str, Any], scope: Scope) -> None:
-        """Outputs of a dag/steps template: `valueFrom.parameter` over its children's outputs."""
-        params = []
-        for p in (template.get("outputs") or {}).get("parameters") or []:
-            source = (p.get("valueFrom") or {}).get("parameter")
-            if source is None:
-                raise RunError(f"output {p['name']} of {template['name']}: use valueFrom.parameter")
-            value = substitute(source, scope, f"output {p['name']} of {template['name']}")
-            params.append({"name": p["name"], "value": value})
-            if p.get("globalName"):
-                self.global_outputs[p["globalName"]] = value
-        if params:
-            node.outputs["parameters"] = params
 
     def _mutexes(self, sync: dict[str, Any] | None, node: Node | None) -> Any:
         """Hold a workflow's (node None) or template's mutexes; waiting shows on it."""
@@ -557,15 +569,6 @@ def _kill_group(proc: Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _copy(source: Path, target: Path) -> None:
-    """Copy an artifact, a file or a folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
-    else:
-        shutil.copy2(source, target)
 
 
 def _node_type(template: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@
 - resource `successCondition` / `failureCondition`: comma-separated requirements on dotted
   paths of the object (`status.phase == Succeeded`, `status.failed > 0`, `a in (x,y)`).
 
-Argo's `{{=expr}}` expressions are not supported; `support.py` rejects them at load time.
+`{{=expr}}` placeholders are Argo's expression templates (expr-lang), evaluated by `expr.py`
+over the same scope.
 """
 
 from __future__ import annotations
@@ -20,24 +21,61 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workflows.exceptions import RunError
+from workflows.local.scope import ABSENT
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
-def substitute(text: str, scope: Mapping[str, str], where: str) -> str:
+def substitute(text: str, scope: Mapping[str, str], where: str, lenient: bool = False) -> str:
     """Replace every `{{name}}` with its value from `scope`.
+
+    With `lenient`, a placeholder that cannot be resolved yet is left as it is (Argo's
+    `allowUnresolved`), for a later pass with more variables known.
 
     Raises:
         RunError: a placeholder names nothing known, naming it and the field.
     """
+    env: dict[str, Any] | None = None
 
     def replace(match: re.Match[str]) -> str:
+        if not lenient:
+            return resolve(match)
+        try:
+            return resolve(match)
+        except RunError:
+            return match.group(0)
+
+    def resolve(match: re.Match[str]) -> str:
+        nonlocal env
         name = match.group(1)
+        if name.startswith("="):
+            from workflows.local.expr import ExprError, evaluate, expression_env, render_result
+
+            if env is None:
+                env = expression_env(scope)
+            try:
+                return render_result(evaluate(name[1:].strip(), env))
+            except ExprError as exc:
+                raise RunError(f"{where}: {exc}") from None
         if name in scope:
+            if scope[name] == ABSENT:
+                raise RunError(
+                    f"{where}: unable to substitute {{{{{name}}}}}: output is an absent optional "
+                    "(skipped/omitted node with no default); give the producer's output a "
+                    "valueFrom.default"
+                )
             return scope[name]
         raise RunError(f"{where}: unresolved {{{{{name}}}}}; known here: {_known(scope, name)}")
 
     return PLACEHOLDER.sub(replace, text)
+
+
+def pure_reference(text: str) -> str | None:
+    """The variable a string only refers to (`{{tasks.a.outputs.result}}`), else None."""
+    match = PLACEHOLDER.fullmatch(text.strip())
+    if match is None or match.group(1).startswith("="):
+        return None
+    return match.group(1)
 
 
 def _known(scope: Mapping[str, str], name: str) -> str:
@@ -60,9 +98,9 @@ def substitute_all(value: Any, scope: Mapping[str, str], where: str) -> Any:
 # --- tokens shared by `when` and `depends` -----------------------------------------------
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<op>&&|\|\||==|!=|<=|>=|=~|!~|<|>|!|\(|\))"
+    r"\s*(?:(?P<op>&&|\|\||==|!=|<=|>=|=~|!~|<|>|!|\(|\)|,)"
     r"|(?P<str>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
-    r"|(?P<word>[^\s()!<>=&|'\"]+))"
+    r"|(?P<word>[^\s()!<>=&|,'\"]+))"
 )
 
 
@@ -136,7 +174,21 @@ class _Parser:
         if op in {"==", "!=", "<", "<=", ">", ">=", "=~", "!~"}:
             self._take()
             return _compare(left, op, self._primary())
+        if op == "in" and self.pos + 1 < len(self.tokens) and self.tokens[self.pos + 1][1] == "(":
+            self._take()
+            return any(_compare(left, "==", value) for value in self._list())
         return left
+
+    def _list(self) -> list[Any]:
+        """Govaluate's `(a, b, c)` after `in`."""
+        self._take()  # "("
+        values = []
+        while self._peek() != ")":
+            values.append(self._primary())
+            if self._peek() == ",":
+                self._take()
+        self._take()
+        return values
 
     def _primary(self) -> Any:
         kind, value = self._take()
@@ -236,7 +288,7 @@ def evaluate_depends(
             return "Succeeded" in children.get(task, [])
         if result == "AllFailed":
             kids = children.get(task, [])
-            return bool(kids) and all(p in {"Failed", "Error"} for p in kids)
+            return bool(kids) and all(p == "Failed" for p in kids)
         if result not in _RESULTS:
             raise RunError(f"depends {expression!r}: unknown result {result!r} of {task!r}")
         return phase in _RESULTS[result]

@@ -38,20 +38,28 @@ RESULT_LIMIT = 256 * 1024
 POLL_S = 0.2
 
 
-def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapper) -> None:
-    """Run a container or script template's command as a local process group."""
+def run_process(
+    run: Run, node: Node, template: dict[str, Any], mapper: PathMapper, command: list[str]
+) -> None:
+    """Run a container or script template's command as a local process group.
+
+    `command` is the container's, or its image's mapped entrypoint; the container's args
+    follow it, then (for a script with a `source`) the script file, as Argo's executor does.
+    """
     body = template.get("container") or template["script"]
-    command = local_command([mapper.rewrite(c) for c in body.get("command") or []])
+    command = local_command([mapper.rewrite(c) for c in command])
     if not command:
         raise RunError(
-            f"template {template['name']!r}: no command; locally there is no image entrypoint, "
-            "so give the container a command"
+            f"template {template['name']!r}: image {body.get('image')!r} has no command and no "
+            "entrypoint in the image map; give the container a command, or map the image "
+            "(`llmflow run --image-map MAP.yaml`, see README)"
         )
     args = [mapper.rewrite(a) for a in body.get("args") or []]
     node_dir = run.store.node_dir(node.id)
-    if "script" in template:
+    if "script" in template and body.get("source"):
         script = node_dir / "script"
-        script.write_text(mapper.rewrite(body.get("source", "")))
+        script.write_text(mapper.rewrite(body["source"]))
+        script.chmod(0o755)  # `sh -c` runs it as a program, as Argo's executable script file
         args.append(str(script))
     env = {**run.env, **resolve_env(run.platform, body.get("env") or [], mapper, template["name"])}
     cwd = mapper.local(body["workingDir"]) if body.get("workingDir") else run.workdir
@@ -69,7 +77,13 @@ def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapp
             start_new_session=True,
         )
     except OSError as exc:
-        node.phase, node.message = "Error", f"cannot start {command[0]!r}: {exc.strerror}"
+        reason = (
+            "executable file not found in $PATH"
+            if isinstance(exc, FileNotFoundError)
+            else exc.strerror
+        )
+        node.phase = "Failed"
+        node.message = f'failed to start command: exec: "{command[0]}": {reason}'
         return
     stdout = bytearray()
     with open(log_path, "ab") as log, run.tracking(proc):
@@ -82,7 +96,9 @@ def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapp
         timed_out = _wait(run, proc, deadline)
         for reader in readers:
             reader.join()
-    node.outputs["exitCode"] = str(proc.returncode)
+    # A process ended by a signal reports 128 + the signal, as a container's exit code does.
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    node.outputs["exitCode"] = str(code)
     result = stdout[-RESULT_LIMIT:].decode("utf-8", "replace").rstrip("\n")
     if result:
         node.outputs["result"] = result
@@ -91,10 +107,24 @@ def run_process(run: Run, node: Node, template: dict[str, Any], mapper: PathMapp
         node.message = "Pod was active on the node longer than the specified deadline"
     elif run.stopping.is_set():
         node.phase, node.message = "Failed", run.stop_reason
-    elif proc.returncode == 0:
+    elif code == 0:
         node.phase = "Succeeded"
     else:
-        node.phase, node.message = "Failed", f"Error (exit code {proc.returncode})"
+        node.phase, node.message = "Failed", f"main: Error (exit code {code})"
+        if body.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            tail = _log_tail(log_path)
+            if tail:
+                node.message += f": {tail}"
+
+
+def _log_tail(path: Path) -> str:
+    """What Kubernetes' FallbackToLogsOnError keeps: the last 80 lines or 2048 bytes."""
+    data = path.read_bytes()
+    tail = data[-2048:].decode("utf-8", "replace")
+    lines = tail.strip().splitlines()
+    if len(data) > 2048 and len(lines) > 1:
+        lines = lines[1:]  # the cut fell inside the first line
+    return "\n".join(lines[-80:])
 
 
 def local_command(command: list[str]) -> list[str]:

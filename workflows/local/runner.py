@@ -11,6 +11,7 @@ import yaml
 
 from workflows.exceptions import LLMFlowError
 from workflows.local.engine import Run, RunOptions
+from workflows.local.images import load_image_map
 from workflows.local.view import LiveView, make_console, render
 
 
@@ -40,12 +41,19 @@ def run_workflow(
     workflow_file: Path | None,
     overrides: dict[str, str],
     root: Path,
+    image_map: Path | None = None,
 ) -> str:
     """Execute with a live view; the first Ctrl-C stops cleanly, a second one aborts."""
     console = make_console()
     workflow = load_workflow(pipeline, spec_path, workflow_file)
     view = LiveView(console)
-    run = Run(workflow, RunOptions(root=root, parameters=overrides, on_change=view.on_change))
+    options = RunOptions(
+        root=root,
+        parameters=overrides,
+        on_change=view.on_change,
+        images=load_image_map(image_map, root),
+    )
+    run = Run(workflow, options)
 
     interrupts = 0
 

@@ -29,6 +29,12 @@ DEFAULT_ROOT = Path(".llmflow")
 #: Phases a node ends in.
 DONE = frozenset({"Succeeded", "Failed", "Error", "Skipped", "Omitted"})
 
+#: Phases of a node that ran to an end (Argo's `Completed`: not Skipped, not Omitted).
+COMPLETED = frozenset({"Succeeded", "Failed", "Error"})
+
+#: Phases of a node that did not succeed.
+FAILED = frozenset({"Failed", "Error"})
+
 
 def now() -> str:
     """An RFC 3339 timestamp as Argo writes them."""
@@ -47,6 +53,7 @@ class Node:
     phase: str = "Pending"
     boundary_id: str = ""
     children: list[str] = field(default_factory=list)
+    outbound_nodes: list[str] = field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
     message: str = ""
@@ -66,6 +73,7 @@ class Node:
             "phase": self.phase,
             "boundaryID": self.boundary_id,
             "children": self.children,
+            "outboundNodes": self.outbound_nodes,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "message": self.message,

@@ -8,9 +8,11 @@ Nothing is skipped silently.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from workflows.exceptions import UnsupportedFeature
+from workflows.local.images import entrypoint
 
 #: Fields that place or size pods on a cluster; meaningless locally, accepted and ignored.
 IGNORED = frozenset(
@@ -35,8 +37,40 @@ IGNORED = frozenset(
         "podMetadata",
         "imagePullSecrets",
         "readOnly",
+        "podPriorityClassName",
+        "podDisruptionBudget",
+        "metrics",
+        "archiveLogs",
+        "archive",
+        "ports",
+        "terminationMessagePath",
+        "hostNetwork",
+        "dnsPolicy",
     }
 )
+
+#: Fields the local engine refuses, with the feature's name for the message.
+UNSUPPORTED = {
+    "daemon": "daemon steps",
+    "data": "data templates",
+    "templateRef": "templateRef (WorkflowTemplates)",
+    "workflowTemplateRef": "workflowTemplateRef (WorkflowTemplates)",
+    "hooks": "lifecycle hooks",
+    "http": "http templates",
+    "sidecars": "sidecars",
+    "initContainers": "init containers",
+    "containerSet": "containerSet templates",
+    "plugin": "plugin templates (executor plugins)",
+    "memoize": "memoization",
+    "s3": "S3 artifacts (use a parameter with the URI)",
+    "git": "git artifacts",
+    "http_artifact": "http artifacts",
+    "raw": "raw artifacts",
+    "artifactRepositoryRef": "artifact repositories",
+    "podSpecPatch": "podSpecPatch",
+    "templateDefaults": "templateDefaults",
+    "volumeClaimTemplates": "volumeClaimTemplates",
+}
 
 LEAF = "leaf"
 
@@ -45,9 +79,22 @@ _PARAMETER = {
     "value": LEAF,
     "default": LEAF,
     "globalName": LEAF,
-    "valueFrom": {"path": LEAF, "default": LEAF, "parameter": LEAF, "jsonPath": LEAF},
+    "valueFrom": {
+        "path": LEAF,
+        "default": LEAF,
+        "parameter": LEAF,
+        "jsonPath": LEAF,
+        "expression": LEAF,
+    },
 }
-_ARTIFACT = {"name": LEAF, "path": LEAF, "from": LEAF, "globalName": LEAF, "optional": LEAF}
+_ARTIFACT = {
+    "name": LEAF,
+    "path": LEAF,
+    "from": LEAF,
+    "globalName": LEAF,
+    "optional": LEAF,
+    "subPath": LEAF,
+}
 _ARGUMENTS = {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]}
 _KEY_REF = {"name": LEAF, "key": LEAF, "optional": LEAF}
 _ENV = {
@@ -62,6 +109,7 @@ _CONTAINER = {
     "env": [_ENV],
     "workingDir": LEAF,
     "volumeMounts": [{"name": LEAF, "mountPath": LEAF}],
+    "terminationMessagePolicy": LEAF,
 }
 _TASK = {
     "name": LEAF,
@@ -70,13 +118,25 @@ _TASK = {
     "when": LEAF,
     "withItems": [LEAF],
     "withParam": LEAF,
+    "withSequence": {"count": LEAF, "start": LEAF, "end": LEAF, "format": LEAF},
+    "continueOn": {"failed": LEAF, "error": LEAF},
 }
 _SYNC = {"mutexes": [{"name": LEAF, "namespace": LEAF}]}
+_RETRY = {
+    "limit": LEAF,
+    "retryPolicy": LEAF,
+    "expression": LEAF,
+    "backoff": {"duration": LEAF, "factor": LEAF, "maxDuration": LEAF, "cap": LEAF},
+}
 _TEMPLATE = {
     "name": LEAF,
     "inputs": {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]},
     "outputs": {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]},
-    "dag": {"tasks": [{**_TASK, "dependencies": [LEAF], "depends": LEAF}]},
+    "dag": {
+        "tasks": [{**_TASK, "dependencies": [LEAF], "depends": LEAF}],
+        "target": LEAF,
+        "failFast": LEAF,
+    },
     "steps": [[_TASK]],
     "container": _CONTAINER,
     "script": {**_CONTAINER, "source": LEAF},
@@ -87,15 +147,13 @@ _TEMPLATE = {
         "failureCondition": LEAF,
     },
     "suspend": {"duration": LEAF},
-    "retryStrategy": {
-        "limit": LEAF,
-        "retryPolicy": LEAF,
-        "backoff": {"duration": LEAF, "factor": LEAF, "maxDuration": LEAF},
-    },
+    "retryStrategy": _RETRY,
     "activeDeadlineSeconds": LEAF,
     "synchronization": _SYNC,
     "metadata": {},
     "volumes": [LEAF],
+    "parallelism": LEAF,
+    "failFast": LEAF,
 }
 _WORKFLOW = {
     "apiVersion": LEAF,
@@ -108,6 +166,8 @@ _WORKFLOW = {
         "onExit": LEAF,
         "activeDeadlineSeconds": LEAF,
         "synchronization": _SYNC,
+        "retryStrategy": _RETRY,
+        "parallelism": LEAF,
         "volumes": [
             {
                 "name": LEAF,
@@ -122,8 +182,13 @@ _WORKFLOW = {
 _RETRY_POLICIES = {"Always", "OnFailure", "OnError", "OnTransientError"}
 
 
-def check_supported(workflow: Any) -> None:
-    """Raise `UnsupportedFeature` naming every field the local engine would not honour."""
+def check_supported(workflow: Any, images: Mapping[str, list[str]] | None = None) -> None:
+    """Raise `UnsupportedFeature` naming every field the local engine would not honour.
+
+    Args:
+        workflow: The Workflow as loaded from YAML.
+        images: The image map; a container with no command needs its image in it.
+    """
     if not isinstance(workflow, dict) or workflow.get("kind") != "Workflow":
         kind = workflow.get("kind") if isinstance(workflow, dict) else type(workflow).__name__
         raise UnsupportedFeature(
@@ -133,6 +198,7 @@ def check_supported(workflow: Any) -> None:
     problems: list[str] = []
     _walk(workflow, _WORKFLOW, "", problems)
     for i, template in enumerate(workflow.get("spec", {}).get("templates", [])):
+        where = f"spec.templates[{i}] ({template.get('name')})"
         policy = (template.get("retryStrategy") or {}).get("retryPolicy")
         if policy and policy not in _RETRY_POLICIES:
             problems.append(f"spec.templates[{i}].retryStrategy.retryPolicy: unknown {policy!r}")
@@ -141,11 +207,21 @@ def check_supported(workflow: Any) -> None:
             for k in ("dag", "steps", "container", "script", "resource", "suspend")
             if k in template
         ]
-        if len(kinds) != 1:
+        if len(kinds) != 1 and not set(template) & set(UNSUPPORTED):
             problems.append(
-                f"spec.templates[{i}] ({template.get('name')}): needs exactly one of dag, "
-                f"steps, container, script, resource, suspend; has {kinds or 'none'}"
+                f"{where}: needs exactly one of dag, steps, container, script, resource, "
+                f"suspend; has {kinds or 'none'}"
             )
+        body = template.get("container") or template.get("script")
+        if isinstance(body, dict) and not body.get("command"):
+            image = str(body.get("image", ""))
+            if entrypoint(dict(images or {}), image) is None:
+                problems.append(
+                    f"{where}: the container gives no command, so its image's entrypoint would "
+                    f"run, and image {image!r} is not in the image map; give the container a "
+                    f"command, or map the image (`llmflow run --image-map MAP.yaml` with a line "
+                    f'`{image}: ["/path/to/entrypoint"]`, or .llmflow/images.yaml)'
+                )
     if problems:
         raise UnsupportedFeature(
             "not supported by the local engine:\n  "
@@ -156,8 +232,6 @@ def check_supported(workflow: Any) -> None:
 
 def _walk(value: Any, shape: Any, path: str, problems: list[str]) -> None:
     if shape == LEAF:
-        if isinstance(value, str) and "{{=" in value:
-            problems.append(f"{path}: Argo expressions ({{{{=...}}}}) are not supported")
         return
     if isinstance(shape, list):
         if isinstance(value, list):
@@ -170,5 +244,7 @@ def _walk(value: Any, shape: Any, path: str, problems: list[str]) -> None:
         where = f"{path}.{key}" if path else key
         if key in shape:
             _walk(item, shape[key], where, problems)
+        elif key in UNSUPPORTED:
+            problems.append(f"{where}: {UNSUPPORTED[key]} are not supported locally")
         elif key not in IGNORED:
             problems.append(f"{where}: not supported")

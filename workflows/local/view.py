@@ -44,7 +44,8 @@ def _label(node: dict[str, Any], outputs: bool) -> Text:
     if node.get("durationSeconds"):
         text.append(f"  {node['durationSeconds']:.1f}s", style="dim")
     if node.get("message"):
-        text.append(f"  {node['message']}", style=style or "dim")
+        # A message with log lines in it (a failed step's last output) shows its last line.
+        text.append(f"  {node['message'].strip().splitlines()[-1]}", style=style or "dim")
     if outputs:
         for p in (node.get("outputs") or {}).get("parameters") or []:
             text.append(f"\n    {p['name']} = {p['value']}", style="dim")
@@ -52,7 +53,12 @@ def _label(node: dict[str, Any], outputs: bool) -> Text:
 
 
 def render(status: dict[str, Any], outputs: bool = False) -> Group:
-    """The run's nodes as a tree (the exit handler below the main tree)."""
+    """The run's nodes as a tree (the exit handler below the main tree).
+
+    Argo's `children` form a graph (a DAG task hangs below each task it depends on); the tree
+    shows containment instead, read from the node names (`wf.task`, `wf[0].step`,
+    `wf.task(0:item)`), so each node appears once, below the template that ran it.
+    """
     nodes = status.get("nodes") or {}
     name = status.get("metadata", {}).get("name", "")
     phase = status.get("phase", "")
@@ -61,19 +67,33 @@ def render(status: dict[str, Any], outputs: bool = False) -> Group:
     if status.get("message"):
         header.append(f"  {status['message']}", style=style)
     trees: list[Any] = [header]
-    roots = [n for i, n in nodes.items() if i == name or n.get("name", "").endswith(".onExit")]
+    below = _containment(nodes)
+    roots = [n for n in nodes.values() if n.get("name") in {name, f"{name}.onExit"}]
     for root in sorted(roots, key=lambda n: n.get("name", "").endswith(".onExit")):
         tree = Tree(_label(root, outputs))
-        _grow(tree, root, nodes, outputs)
+        _grow(tree, root, below, outputs)
         trees.append(tree)
     return Group(*trees)
 
 
-def _grow(tree: Tree, node: dict[str, Any], nodes: dict[str, Any], outputs: bool) -> None:
-    for child_id in node.get("children") or []:
-        child = nodes.get(child_id)
-        if child is not None:
-            _grow(tree.add(_label(child, outputs)), child, nodes, outputs)
+def _containment(nodes: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each node's name -> the nodes directly inside it, in the order they were created."""
+    names = {n.get("name", "") for n in nodes.values()}
+    below: dict[str, list[dict[str, Any]]] = {}
+    for node in nodes.values():
+        name = node.get("name", "")
+        for cut in range(len(name) - 1, 0, -1):
+            if name[cut] in ".[(" and name[:cut] in names and not name.endswith(".onExit"):
+                below.setdefault(name[:cut], []).append(node)
+                break
+    return below
+
+
+def _grow(
+    tree: Tree, node: dict[str, Any], below: dict[str, list[dict[str, Any]]], outputs: bool
+) -> None:
+    for child in below.get(node.get("name", ""), []):
+        _grow(tree.add(_label(child, outputs)), child, below, outputs)
 
 
 class LiveView:

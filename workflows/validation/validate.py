@@ -2,7 +2,9 @@
 
 Each problem is one line: the document, the field's path, what is wrong, and for unknown
 fields the closest known one. Values that are Argo expressions (`{{...}}`) are only known at
-run time, so type and format checks skip them; every other check still applies.
+run time, so type and format checks skip them; every other check still applies. Whole Argo
+Workflows, WorkflowTemplates and CronWorkflows then get Argo's own semantic checks
+(`argo_rules`), worded as `argo lint` words them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from workflows.validation.argo_rules import workflow_problems
 from workflows.validation.registry import ARGO_GROUP_VERSION, SchemaRegistry
+
+#: Kinds that Argo's own validator checks beyond the schema (`argo lint`).
+_ARGO_CHECKED_KINDS = {"Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow"}
 
 #: Checks that cannot judge a value Argo fills in at run time.
 _RUNTIME_VALUE_CHECKS = {
@@ -103,11 +109,20 @@ def _validate_object(
     label = _label(origin, obj)
     api_version, kind = obj["apiVersion"], obj["kind"]
     validator = registry.validator(api_version, kind)
+    readable = True
     if validator is not None:
         for error in validator.iter_errors(obj):
-            yield from _describe(label, prefix, error)
+            described = list(_describe(label, prefix, error))
+            readable = readable and (not described or error.instance is None)
+            yield from described
     else:
         yield from _validate_builtin(label, prefix, obj, registry, allow_unchecked)
+    # Argo decodes a document strictly before it validates it: an unknown field or a wrong
+    # type stops it there (a null reads as absent). Embedded manifests are filled in at run
+    # time, so only whole documents are what `argo lint` would see.
+    if api_version == ARGO_GROUP_VERSION and kind in _ARGO_CHECKED_KINDS and not prefix:
+        if readable:
+            yield from (Problem(label, "", message) for message in workflow_problems(obj))
     if api_version == ARGO_GROUP_VERSION:
         for path, manifest in _embedded_manifests(obj):
             where = _join(prefix, path)
