@@ -489,7 +489,9 @@ class Run:
     def _leaf(
         self, node: Node, template: dict[str, Any], inputs: dict[str, dict[str, str]], scope: Scope
     ) -> None:
-        resolved = substitute_all(template, scope, f"template {template['name']}")
+        # Metrics are the controller's bookkeeping (`{{status}}` exists only there): not run.
+        body = {k: v for k, v in template.items() if k != "metrics"}
+        resolved = substitute_all(body, scope, f"template {template['name']}")
         if "resource" in resolved:
             obj = leaves.run_resource(self, node, resolved)
             if node.phase == "Succeeded":

@@ -23,7 +23,10 @@ from typing import Any
 from workflows.exceptions import RunError
 from workflows.local.scope import ABSENT
 
-PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+#: Variables an expression tag must find before it runs (Argo's ReplaceStrict prefixes).
+STRICT_ROOTS = ("tasks", "steps")
+
+PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.DOTALL)
 
 
 def substitute(text: str, scope: Mapping[str, str], where: str, lenient: bool = False) -> str:
@@ -54,7 +57,7 @@ def substitute(text: str, scope: Mapping[str, str], where: str, lenient: bool = 
             if env is None:
                 env = expression_env(scope)
             try:
-                return render_result(evaluate(name[1:].strip(), env))
+                return render_result(evaluate(name[1:].strip(), env, STRICT_ROOTS))
             except ExprError as exc:
                 raise RunError(f"{where}: {exc}") from None
         if name in scope:

@@ -107,7 +107,7 @@ def template_outputs(run: Run, node: Node, template: dict[str, Any], scope: Scop
             raise RunError(f"{where}: output parameters must have a valueFrom specified")
         try:
             if "expression" in source:
-                value = substitute("{{=" + str(source["expression"]) + "}}", scope, where)
+                value = _expression(str(source["expression"]), scope, where)
             else:
                 ref = str(source["parameter"])
                 match = PLACEHOLDER.fullmatch(ref.strip())
@@ -144,3 +144,13 @@ def template_outputs(run: Run, node: Node, template: dict[str, Any], scope: Scop
         node.outputs["parameters"] = params
     if artifacts:
         node.outputs["artifacts"] = artifacts
+
+
+def _expression(expression: str, scope: Scope, where: str) -> str:
+    """`valueFrom.expression`: run over the scope, reading only the variables it reaches."""
+    from workflows.local.expr import ExprError, evaluate, expression_env, render_result
+
+    try:
+        return render_result(evaluate(expression, expression_env(scope), strict=()))
+    except ExprError as exc:
+        raise RunError(f"{where}: {exc}") from None

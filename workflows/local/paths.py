@@ -41,6 +41,8 @@ class PathMapper:
         folder = path.parent
         self.declare(str(folder) if len(folder.parts) > 2 else container_path)
         self.local(str(folder)).mkdir(parents=True, exist_ok=True)
+        if container_path.endswith("/"):  # a folder artifact (`path: /tmp/`): it exists in a pod
+            self.local(container_path).mkdir(parents=True, exist_ok=True)
 
     def local(self, container_path: str) -> Path:
         """Where a container path lives on this machine."""

@@ -24,7 +24,7 @@ not type-checked before the run: `1 == "a"` is false here and a compile error th
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from workflows.exceptions import RunError
@@ -75,8 +75,15 @@ def expression_env(scope: Mapping[str, str]) -> dict[str, Any]:
     return env | ARGO_FUNCTIONS | {"sprig": dict(SPRIG)}
 
 
-def evaluate(expression: str, env: Mapping[str, Any]) -> Any:
+def evaluate(expression: str, env: Mapping[str, Any], strict: Collection[str] | None = None) -> Any:
     """Parse and run one expression (the text between `{{=` and `}}`) over `env`.
+
+    Args:
+        expression: The expression.
+        env: Variables and functions (`expression_env`).
+        strict: Roots (`tasks`, `steps`) whose variables must all exist before the expression
+            runs, as Argo's `ReplaceStrict` requires; None checks every variable. Others are
+            only looked up when evaluation reaches them, so `a ? b : c` needs just one of b, c.
 
     Raises:
         ExprError: a syntax error; a variable the expression needs that the env lacks (as
@@ -87,6 +94,8 @@ def evaluate(expression: str, env: Mapping[str, Any]) -> Any:
     try:
         tree = Parser(expression).parse()
         for path in required_paths(tree):
+            if strict is not None and path[0] not in strict:
+                continue
             if (missing := missing_path(env, path)) is not None:
                 raise Failure(missing)
         return Evaluator(env).eval(tree)
