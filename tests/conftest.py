@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vllm_server import vllm_tiny  # noqa: F401
 from workflows.local.s3 import LocalS3
 from workflows.validation import SchemaRegistry
 
@@ -44,6 +45,29 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from steps.tiny_model import create_tiny_model
 
     return create_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def fine_tuned(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fully fine-tuned on the training pairs (200 steps, about 10 s)."""
+    import torch
+
+    from steps.tiny_data import DATASET
+    from steps.train import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains several times faster on one thread here
+
+    out = tmp_path_factory.mktemp("ft") / "run"
+    main(
+        [
+            *("--model", str(tiny_model), "--data", str(DATASET / "train.jsonl")),
+            *("--output", f"file://{out}", "--epochs", "20", "--checkpoint-every", "0"),
+            "--no-progress",
+        ]
+    )
+    torch.set_num_threads(threads)
+    return out / "final"
 
 
 def make_files(root: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, bytes]:

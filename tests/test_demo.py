@@ -1,4 +1,4 @@
-"""`make demo` end to end: tiny model -> local S3 -> the fetch step as the pod runs it -> load."""
+"""`make demo` end to end: tiny model -> local S3 -> fetch -> fine-tune -> evaluate -> load."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from workflows.demo import run_demo
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_fetches_and_fine_tunes_a_loadable_model(tmp_path: Path, monkeypatch) -> None:
+def test_demo_fetches_fine_tunes_and_evaluates(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
         monkeypatch.setenv(key, "")  # restored after the test; the demo sets its own
@@ -27,3 +27,8 @@ def test_demo_fetches_and_fine_tunes_a_loadable_model(tmp_path: Path, monkeypatc
     )
     assert float(outputs["final-loss"]) < 3.0
     assert (tmp_path / "demo" / "fine-tuned" / "model.safetensors").is_file()
+    # The fine-tuned model passes the evaluation gate against the base model, with a report.
+    assert outputs["passed"] == "true"
+    report = Path(outputs["report"])
+    assert report.is_relative_to(tmp_path / "root" / "runs") and report.name == "index.html"
+    assert (report.parent / "gate.png").is_file() and "PASS" in report.read_text()

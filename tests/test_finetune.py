@@ -57,7 +57,7 @@ def summary(s3, run: Run) -> dict:
 
 
 def test_two_replicas_fine_tune_and_the_checkpoint_generates(tmp_path, stores) -> None:
-    run = start(spec(), tmp_path, stores)
+    run = start(spec(epochs=8), tmp_path, stores)  # 80 rows / (batch 8 x 2 replicas) x 8
     assert run.execute() == "Succeeded", run.message
     nodes = by_template(run)
     record = outputs(nodes["record-training"])

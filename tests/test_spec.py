@@ -124,3 +124,48 @@ def test_gpu_jobs_need_a_gpu_pool_and_say_how() -> None:
         parse_spec(finetune(gpus_per_replica=1))
     spec = parse_spec(finetune(gpus_per_replica=1, node_pool={"gpu": True}))
     assert spec.finetune is not None and spec.finetune.gpus_per_replica == 1
+
+
+def evaluate(**changes: object) -> dict:
+    section = {
+        "suite": "tiny",
+        "candidate": "s3://models/tiny-llama-ft/final",
+        "reference": "s3://models/tiny-llama",
+        "output": "s3://models/evals",
+        "gates": [{"metric": "tiny_instructions_mc/acc", "margin": 0.05}],
+    }
+    section.update(changes)
+    return {**base(), "evaluate": section}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"suite": "tinny"}, "tinny"),
+        ({"gates": [{"metric": "arc_easy/acc", "margin": 0.05}]}, "suite 'tiny' has no task"),
+        (
+            {"gates": [{"metric": "tiny_instructions_mc/bleu", "margin": 0.05}]},
+            "produces acc, acc_norm, not 'bleu'",
+        ),
+        ({"gates": [{"metric": "tiny_instructions_mc/acc", "margin": -0.1}]}, "greater than"),
+        ({"gates": [{"metric": "tiny_instructions_mc/acc"}]}, "neither a margin nor a floor"),
+        (
+            {"gates": [{"metric": "tiny_instructions_mc/acc", "floor": 0.3, "confidence": 1.2}]},
+            "between 0.5 and 1",
+        ),
+        ({"reference": None}, "non-inferiority needs the model in production"),
+        ({"gates": []}, "at least 1 item"),
+        ({"candidate": "tiny"}, "must be s3://bucket/path or file:///absolute/path"),
+    ],
+)
+def test_bad_evaluate_sections(changes: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(evaluate(**changes), origin="releases/x.yaml")
+    assert expected in str(info.value)
+    assert "releases/x.yaml: evaluate" in str(info.value)
+
+
+def test_a_floor_alone_needs_no_reference() -> None:
+    gate = {"metric": "tiny_instructions_gen/exact_match", "floor": 0.2}
+    spec = parse_spec(evaluate(reference=None, gates=[gate]))
+    assert spec.evaluate is not None and spec.evaluate.reference is None

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from workflows import __version__
+from workflows.eval_cli import eval_group
 from workflows.exceptions import LLMFlowError, ValidationFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -423,6 +424,9 @@ def demo(spec_path: Path, workdir: Path) -> None:
     from workflows.demo import run_demo
 
     run_demo(spec_path, workdir)
+
+
+main.add_command(eval_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

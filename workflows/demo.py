@@ -8,7 +8,9 @@
    folder; then once more to show the cache hit,
 5. run finetune: the PyTorchJob runs as two local replicas (DDP over gloo) on the tiny
    instruction dataset, checkpointing to S3,
-6. load the fine-tuned model from S3 with transformers and generate.
+6. run evaluate: lm-eval's tiny suite on the fine-tuned model (candidate) and the base model
+   (reference) in parallel, then the paired non-inferiority gate and its report,
+7. load the fine-tuned model from S3 with transformers and generate.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
         pipelines = {"fetch-weights": workflow}
         if spec.finetune is not None:
             pipelines["finetune"] = render("finetune", spec)
+        if spec.evaluate is not None:
+            pipelines["evaluate"] = render("evaluate", spec)
         docs = list(pipelines.items())
         problems = [p for p in validate_documents(docs, SchemaRegistry()) if not p.unchecked]
         if problems:
@@ -93,12 +97,32 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
             model_dir = workdir / "fine-tuned"
             _download(record["checkpoint"], model_dir)
             outputs = {**outputs, **record}
+            if spec.evaluate is not None:
+                _section("6. llmflow run evaluate")
+                verdict = _evaluate(pipelines["evaluate"], root, env, record["checkpoint"], spec)
+                outputs = {**outputs, **verdict}
 
-    _section("6. load and generate")
+    _section("7. load and generate")
     for folder in dict.fromkeys([fetched, model_dir]):
         tokens = _generate(folder)
         console.print(f"{folder} loads in transformers and generated {tokens} tokens")
     return outputs
+
+
+def _evaluate(
+    workflow: dict[str, Any], root: Path, env: dict[str, str], candidate: str, spec: Any
+) -> dict[str, str]:
+    """Gate the fine-tuned checkpoint against the base model; print where the report is."""
+    parameters = {"candidate": candidate, "reference": spec.model.source}
+    # Two evaluations run side by side: one torch thread each is fastest on a small machine.
+    verdict, run = _run(
+        workflow, root, {**env, "OMP_NUM_THREADS": "1"}, "gate-evaluation", parameters
+    )
+    gate = next(n for n in run.nodes.values() if n.template_name == "gate-evaluation")
+    report = run.store.path / "artifacts" / gate.id / "report"
+    console.print(f"gate passed: {verdict['passed']}\n{verdict['decision']}", highlight=False)
+    console.print(f"report: {report / 'index.html'} and {report / 'gate.png'}", highlight=False)
+    return {"passed": verdict["passed"], "report": str(report / "index.html")}
 
 
 def _upload_dataset(uri: str, s3: LocalS3) -> None:
@@ -136,11 +160,19 @@ def _section(title: str) -> None:
 
 
 def _run(
-    workflow: dict[str, Any], root: Path, env: dict[str, str], step_name: str
-) -> dict[str, str]:
-    """Execute a Workflow with the local engine and a live view; one step's outputs."""
+    workflow: dict[str, Any],
+    root: Path,
+    env: dict[str, str],
+    step_name: str,
+    parameters: dict[str, str] | None = None,
+) -> Any:
+    """Execute a Workflow with the local engine and a live view; one step's outputs.
+
+    With `parameters` (overrides), returns the outputs and the run.
+    """
     view = LiveView(console)
-    run = Run(workflow, RunOptions(root=root, env=env, on_change=view.on_change))
+    options = RunOptions(root=root, env=env, on_change=view.on_change, parameters=parameters or {})
+    run = Run(workflow, options)
     with view:
         phase = run.execute()
     console.print(render_tree(run.status(), outputs=True))
@@ -149,7 +181,8 @@ def _run(
             f"run {run.name} {phase}: {run.message}; see `llmflow runs logs {run.name}`"
         )
     step = next(n for n in run.nodes.values() if n.template_name == step_name)
-    return {p["name"]: p["value"] for p in step.outputs["parameters"]}
+    found = {p["name"]: p["value"] for p in step.outputs["parameters"]}
+    return (found, run) if parameters is not None else found
 
 
 def _generate(model_dir: Path) -> int:

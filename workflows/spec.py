@@ -26,12 +26,20 @@ from steps.weights.sources import check_fetchable
 from workflows.exceptions import SpecError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]+/.+|file:///.+)$")
 
 
 class _Section(BaseModel):
     """Base of every spec section: unknown fields are errors, so a typo never goes unnoticed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _uri(value: str) -> str:
+    """A URI steps read and write: `s3://bucket/path` or `file:///absolute/path`."""
+    if not _URI.match(value):
+        raise ValueError("must be s3://bucket/path or file:///absolute/path")
+    return value.rstrip("/")
 
 
 def _dns_label(value: str, what: str) -> str:
@@ -165,9 +173,7 @@ class FinetuneSpec(_Section):
     @field_validator("dataset", "output")
     @classmethod
     def _uri(cls, value: str) -> str:
-        if not re.match(r"^(s3://[a-z0-9][a-z0-9.\-]+/.+|file:///.+)$", value):
-            raise ValueError("must be s3://bucket/path or file:///absolute/path")
-        return value.rstrip("/")
+        return _uri(value)
 
     @model_validator(mode="after")
     def _gpus_need_a_gpu_pool(self) -> FinetuneSpec:
@@ -177,6 +183,90 @@ class FinetuneSpec(_Section):
                 "asking for GPUs on a CPU-only pool never schedule; set node_pool.gpu: true (with "
                 "its node_selector/tolerations) or gpus_per_replica: 0"
             )
+        return self
+
+
+class GateSpec(_Section):
+    """One gated metric: an absolute floor, and/or non-inferiority against the reference.
+
+    Non-inferiority compares the candidate with the reference on the same items (paired) and
+    passes only when the lower bound of the difference, at `confidence`, is above -margin.
+    """
+
+    metric: str = Field(description="task/metric, e.g. tiny_instructions_mc/acc")
+    margin: Annotated[float, Field(ge=0)] | None = None
+    floor: float | None = None
+    confidence: float = 0.95
+
+    @field_validator("confidence")
+    @classmethod
+    def _confidence(cls, value: float) -> float:
+        if not 0.5 < value < 1:
+            raise ValueError("must be between 0.5 and 1 (exclusive), e.g. 0.95")
+        return value
+
+    @model_validator(mode="after")
+    def _a_criterion(self) -> GateSpec:
+        if self.margin is None and self.floor is None:
+            raise ValueError(
+                f"gate on {self.metric!r} has neither a margin nor a floor: give margin (e.g. "
+                "0.05, non-inferiority against the reference) and/or floor (an absolute minimum)"
+            )
+        return self
+
+
+class EvaluateSpec(_Section):
+    """How the evaluate pipeline judges a candidate: suite, models, harness settings, gates."""
+
+    suite: str = Field(default="tiny", description="a suite (or task) under evals/")
+    candidate: str = Field(description="weights to judge: s3://... or file:///...")
+    reference: str | None = Field(
+        default=None, description="weights in production, compared on the same items"
+    )
+    output: str = Field(description="URI prefix for results, samples and the report")
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    seed: int = 1234
+    limit: Annotated[int, Field(ge=0, description="items per task; 0: all")] = 0
+    gates: Annotated[list[GateSpec], Field(min_length=1)]
+
+    @field_validator("candidate", "reference", "output")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else _uri(value)
+
+    @field_validator("suite")
+    @classmethod
+    def _known_suite(cls, value: str) -> str:
+        from evals.catalog import CatalogError, suite_tasks
+
+        try:
+            suite_tasks(value)
+        except CatalogError as exc:  # names the suite and the known ones
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _gates_fit_the_suite(self) -> EvaluateSpec:
+        from evals.catalog import suite_tasks
+
+        known = {task.name: task.metrics for task in suite_tasks(self.suite)}
+        for i, gate in enumerate(self.gates):
+            task, _, metric = gate.metric.partition("/")
+            if task not in known:
+                raise ValueError(
+                    f"gates[{i}].metric = {gate.metric!r}: suite {self.suite!r} has no task "
+                    f"{task!r}; its tasks: {', '.join(sorted(known))} (write task/metric)"
+                )
+            if metric not in known[task]:
+                raise ValueError(
+                    f"gates[{i}].metric = {gate.metric!r}: task {task!r} produces "
+                    f"{', '.join(sorted(known[task]))}, not {metric!r}"
+                )
+            if gate.margin is not None and self.reference is None:
+                raise ValueError(
+                    f"gates[{i}] has a margin but evaluate.reference is not set: "
+                    "non-inferiority needs the model in production to compare with"
+                )
         return self
 
 
@@ -192,6 +282,7 @@ class ReleaseSpec(_Section):
     storage: StorageSpec = StorageSpec()
     model: ModelSpec
     finetune: FinetuneSpec | None = None
+    evaluate: EvaluateSpec | None = None
 
     @field_validator("namespace", "service_account")
     @classmethod
