@@ -1,1 +1,1 @@
-"""Serving: manifests and analysis for vLLM deployments (not yet provided by this release)."""
+"""Serving: the canary judge today; vLLM manifests, the probe and the deploy pipeline to come."""

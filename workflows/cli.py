@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from workflows import __version__
+from workflows.canary_cli import canary_group
 from workflows.eval_cli import eval_group
 from workflows.exceptions import LLMFlowError, ValidationFailed
 
@@ -427,6 +428,7 @@ def demo(spec_path: Path, workdir: Path) -> None:
 
 
 main.add_command(eval_group)
+main.add_command(canary_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
