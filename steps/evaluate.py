@@ -17,10 +17,11 @@ served model (`endpoint`, an OpenAI-compatible completions URL, with lm-eval's
 - `results.json`: lm-eval's aggregated results, written last, so its presence means the
   run finished.
 
-With `reuse` (a URI folder), results are also kept under `<reuse>/<key>/`, where the key hashes
-the model's content digest, the suite and task versions, the harness version and every
-setting; a later run with the same key copies them instead of evaluating again (the
-reference of a release is usually the model already in production, evaluated before).
+With `reuse` (a URI folder), results of a checkpoint are also kept under `<reuse>/<key>/`, where
+the key hashes the model's content digest (`model-digest`, the weights cache's, else computed),
+the suite and task versions, the harness version and every setting; a later run with the same
+key copies them instead of evaluating again (the reference of a release is usually the model
+already in production, evaluated before). A served model's results are never reused.
 
 Logs carry counts and scores only, never prompt or output text.
 """
@@ -243,6 +244,13 @@ def evaluate_model(
         str,
         Parameter(name="reuse", description="URI folder of earlier results to reuse; empty: off"),
     ] = "",
+    model_digest: Annotated[
+        str,
+        Parameter(
+            name="model-digest",
+            description="the checkpoint's content digest, when known (the weights cache's)",
+        ),
+    ] = "",
 ) -> Evaluation:
     """Evaluate a checkpoint or a served model on `suite`; write and return its scores."""
     if not logging.getLogger().handlers:
@@ -254,15 +262,22 @@ def evaluate_model(
     overrides = _parse_data_files(data_files)
     tasks = catalog.suite_tasks(suite)  # an unknown suite or task fails here, before lm-eval
     if model_path:
-        digest = checkpoint_digest(Path(model_path))
+        # The weights cache already names the checkpoint by its digest: hash again only without.
+        digest = model_digest or checkpoint_digest(Path(model_path))
         backend, args = harness.hf_model_args(model_path)
     else:
         digest = served_model_name
         backend, args = harness.endpoint_model_args(endpoint, served_model_name, tokenizer, seed)
     settings = {"batch_size": batch_size, "seed": seed, "limit": limit, "data_files": overrides}
-    kept = storage.join(reuse, reuse_key(digest, backend, suite, settings)) if reuse else ""
-    if kept and storage.read_text(storage.join(kept, "results.json")) is not None:
-        results = json.loads(storage.read_text(storage.join(kept, "results.json")) or "{}")
+    # A served model's name says nothing of its weights: its results are never reused.
+    kept = (
+        storage.join(reuse, reuse_key(digest, backend, suite, settings))
+        if reuse and model_path
+        else ""
+    )
+    earlier = storage.read_text(storage.join(kept, "results.json")) if kept else None
+    if earlier is not None:
+        results = json.loads(earlier)
         _copy_results(kept, output, [t.name for t in tasks])
         log.info("%s: %s evaluated before with the same settings; reused %s", suite, digest, kept)
         return Evaluation(

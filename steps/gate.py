@@ -43,13 +43,14 @@ def gate_evaluation(
     ],
     gates: Annotated[str, Parameter(name="gates", description="JSON list of gates")],
     output: Annotated[str, Parameter(name="output", description="URI for the report")],
+    suite: Annotated[str, Parameter(name="suite", description="the suite both ran")] = "tiny",
     reference_results: Annotated[
         str, Parameter(name="reference-results", description="results URI of the reference")
     ] = "",
     report_dir: Annotated[str, Parameter(name="report-dir")] = REPORT_DIR,
 ) -> GateResult:
     """Gate the candidate against the reference and write the report."""
-    from evals.catalog import tasks
+    from evals.catalog import suite_tasks
     from evals.gate import decide, gate_files
     from evals.report import write_report
     from evals.samples import read_samples
@@ -57,22 +58,30 @@ def gate_evaluation(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger(__name__)
-    known = tasks()
+    known = {task.name: task for task in suite_tasks(suite)}  # built-in families included
     decisions = []
     with tempfile.TemporaryDirectory() as tmp:
+        fetched: dict[tuple[str, str], Path] = {}
+
+        def samples(results: str, task: str, role: str) -> Path:
+            """Each task's per-sample file, downloaded once however many gates read it."""
+            if (role, task) not in fetched:
+                fetched[role, task] = _fetch(results, task, Path(tmp) / role)
+            return fetched[role, task]
+
         for gate in _gates(gates):
             task, _, metric = gate["metric"].partition("/")
             if task not in known or metric not in known[task].metrics:
-                raise StepError(f"gate metric {gate['metric']!r}: no such task/metric in evals/")
+                raise StepError(f"gate metric {gate['metric']!r}: not a metric of suite {suite!r}")
             settings = {
                 "margin": gate.get("margin"),
                 "floor": gate.get("floor"),
                 "confidence": gate.get("confidence", 0.95),
                 "higher_is_better": known[task].metrics[metric],
             }
-            candidate = _fetch(candidate_results, task, Path(tmp) / "candidate")
+            candidate = samples(candidate_results, task, "candidate")
             if reference_results:
-                reference = _fetch(reference_results, task, Path(tmp) / "reference")
+                reference = samples(reference_results, task, "reference")
                 decision = gate_files(candidate, reference, metric, **settings)
             elif settings["margin"] is not None:
                 raise StepError(f"gate {gate['metric']!r} has a margin but no reference results")

@@ -85,6 +85,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                     arguments={
                         **settings,
                         "model-path": fetched.get_parameter("path"),
+                        "model-digest": fetched.get_parameter("digest"),
                         "label": role,
                         "output": f"{RUN_OUTPUT}/{role}",
                         "reuse": "{{workflow.parameters.eval-output}}/by-content",
@@ -99,6 +100,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                     if "reference" in arms
                     else "",
                     "gates": param(workflow, "gates"),
+                    "suite": param(workflow, "suite"),
                     "output": f"{RUN_OUTPUT}/gate",
                 }
             )

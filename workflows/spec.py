@@ -218,7 +218,7 @@ class GateSpec(_Section):
 class EvaluateSpec(_Section):
     """How the evaluate pipeline judges a candidate: suite, models, harness settings, gates."""
 
-    suite: str = Field(default="tiny", description="a suite (or task) under evals/")
+    suite: str = Field(default="tiny", description="a suite under evals/suites/")
     candidate: str = Field(description="weights to judge: s3://... or file:///...")
     reference: str | None = Field(
         default=None, description="weights in production, compared on the same items"

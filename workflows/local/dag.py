@@ -25,6 +25,7 @@ from workflows.local.expressions import evaluate_depends, substitute
 from workflows.local.scope import Scope
 from workflows.local.store import COMPLETED, FAILED, Node
 from workflows.local.tasks import (
+    MAX_THREADS,
     Call,
     arguments,
     expand,
@@ -247,7 +248,7 @@ class _Dag:
             where, name, "TaskGroup", self._parents(name), task["template"], self.node.id
         )
         self.run.set_phase(group, "Running")
-        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(calls), MAX_THREADS)) as pool:
             futures = [pool.submit(self._run_item, task, call, group) for call in calls]
             children = [c for c in (f.result() for f in futures) if c is not None]
         self.items[name] = children

@@ -32,7 +32,7 @@ from workflows.local.limits import Gate, OpenGate
 from workflows.local.paths import PathMapper, local_volumes, mapper_for
 from workflows.local.platform import LocalPlatform
 from workflows.local.scope import ABSENT, Scope
-from workflows.local.store import DEFAULT_ROOT, DONE, FAILED, Node, RunStore, now
+from workflows.local.store import DEFAULT_ROOT, DONE, FAILED, Node, RunStore, node_type, now
 from workflows.local.support import check_supported
 from workflows.local.sync import hold_mutexes
 from workflows.validation.argo_rules import workflow_problems
@@ -340,6 +340,11 @@ class Run:
             scope.update({f"workflow.{kind}.{k}": str(v) for k, v in values.items()})
         return scope
 
+    def set_global(self, key: str, value: str) -> None:
+        """Record a `globalName` output (`parameters.x` or `artifacts.x`) for later templates."""
+        with self.lock:
+            self.global_outputs[key] = value
+
     def global_scope(self) -> Scope:
         """Variables that change as the run goes: `workflow.outputs.*`, the duration."""
         with self.lock:
@@ -371,7 +376,7 @@ class Run:
             return None
         try:
             retry = self.retry_strategy(template)
-            kind = "Retry" if retry is not None else _node_type(template)
+            kind = "Retry" if retry is not None else node_type(template)
             node = self.new_node(node_name, display, kind, parents, template_name, boundary)
             try:
                 inputs = self._inputs(template, arguments, scope, node_name)
@@ -571,13 +576,6 @@ def _kill_group(proc: Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _node_type(template: dict[str, Any]) -> str:
-    for key, kind in (("dag", "DAG"), ("steps", "Steps"), ("suspend", "Suspend")):
-        if key in template:
-            return kind
-    return "Pod"
 
 
 def _input_scope(inputs: dict[str, dict[str, str]]) -> Scope:

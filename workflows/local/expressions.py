@@ -9,7 +9,7 @@
 - resource `successCondition` / `failureCondition`: comma-separated requirements on dotted
   paths of the object (`status.phase == Succeeded`, `status.failed > 0`, `a in (x,y)`).
 
-`{{=expr}}` placeholders are Argo's expression templates (expr-lang), evaluated by `expr.py`
+`{{=expr}}` placeholders are Argo's expression templates (expr-lang), evaluated by `expr/`
 over the same scope.
 """
 
@@ -261,16 +261,6 @@ _RESULTS = {
     "Omitted": {"Omitted"},
     "Daemoned": set(),
 }
-
-
-def depends_references(expression: str) -> dict[str, set[str]]:
-    """Task names a `depends` expression names, with the results it mentions for each."""
-    refs: dict[str, set[str]] = {}
-    for kind, value in _tokens(expression):
-        if kind == "word":
-            task, _, result = value.partition(".")
-            refs.setdefault(task, set()).add(result or "Succeeded")
-    return refs
 
 
 def evaluate_depends(

@@ -64,7 +64,7 @@ def file_outputs(
             value = substitute(str(p.get("value", "")), scope, f"output {p['name']}")
         params.append({"name": p["name"], "value": value})
         if p.get("globalName"):
-            run.global_outputs[f"parameters.{p['globalName']}"] = value
+            run.set_global(f"parameters.{p['globalName']}", value)
     artifacts = []
     for a in outputs.get("artifacts") or []:
         local = mapper.local(a["path"])
@@ -77,7 +77,7 @@ def file_outputs(
         copy(local, saved)
         artifacts.append({"name": a["name"], "path": str(saved)})
         if a.get("globalName"):
-            run.global_outputs[f"artifacts.{a['globalName']}"] = str(saved)
+            run.set_global(f"artifacts.{a['globalName']}", str(saved))
     if params:
         node.outputs["parameters"] = params
     if artifacts:
@@ -126,7 +126,7 @@ def template_outputs(run: Run, node: Node, template: dict[str, Any], scope: Scop
             value = str(source["default"])
         params.append({"name": p["name"], "value": value})
         if p.get("globalName"):
-            run.global_outputs[f"parameters.{p['globalName']}"] = value
+            run.set_global(f"parameters.{p['globalName']}", value)
     artifacts = []
     for a in outputs.get("artifacts") or []:
         try:
@@ -139,7 +139,7 @@ def template_outputs(run: Run, node: Node, template: dict[str, Any], scope: Scop
             continue
         artifacts.append({"name": a["name"], "path": path})
         if a.get("globalName"):
-            run.global_outputs[f"artifacts.{a['globalName']}"] = path
+            run.set_global(f"artifacts.{a['globalName']}", path)
     if params:
         node.outputs["parameters"] = params
     if artifacts:

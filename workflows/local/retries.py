@@ -18,7 +18,7 @@ from workflows.exceptions import RunError
 from workflows.local.expressions import substitute
 from workflows.local.leaves import duration_seconds
 from workflows.local.scope import Scope
-from workflows.local.store import Node
+from workflows.local.store import Node, node_type
 
 if TYPE_CHECKING:
     from workflows.local.engine import Run
@@ -52,7 +52,7 @@ def run_with_retries(
         child = run.new_node(
             name,
             f"{node.display_name}({number})",
-            _kind(template),
+            node_type(template),
             [node],
             template["name"],
             node.boundary_id,
@@ -149,10 +149,3 @@ def _last_retry(attempts: list[Node]) -> Scope:
         "lastRetry.duration": str(round(last.finished - last.started, 3)),
         "lastRetry.message": last.message,
     }
-
-
-def _kind(template: dict[str, Any]) -> str:
-    for key, kind in (("dag", "DAG"), ("steps", "Steps"), ("suspend", "Suspend")):
-        if key in template:
-            return kind
-    return "Pod"

@@ -18,7 +18,14 @@ from workflows.exceptions import RunError
 from workflows.local.dag import continues_on
 from workflows.local.scope import Scope
 from workflows.local.store import FAILED, Node
-from workflows.local.tasks import arguments, expand, finished_scope, resolve_when, should_execute
+from workflows.local.tasks import (
+    MAX_THREADS,
+    arguments,
+    expand,
+    finished_scope,
+    resolve_when,
+    should_execute,
+)
 
 if TYPE_CHECKING:
     from workflows.local.engine import Run
@@ -96,7 +103,8 @@ def _run_group(
         except RunError as exc:
             run.set_phase(group_node, "Error", str(exc))
             return []
-    with ThreadPoolExecutor(max_workers=max(sum(len(p.calls) for p in planned), 1)) as pool:
+    calls = sum(len(p.calls) for p in planned)
+    with ThreadPoolExecutor(max_workers=max(min(calls, MAX_THREADS), 1)) as pool:
         futures: list[tuple[_Planned, list[Future[Node | None]]]] = []
         for plan in planned:
             futures.append(
@@ -135,9 +143,8 @@ def _plan(
     step_scope = {**scope, "steps.name": step["name"]}
     proceed, when = resolve_when(step, step_scope, name)
     if proceed is False:
-        plan.done = _skipped(
-            run, steps_node, group_node, step, name, f"when '{when}' evaluated false"
-        )
+        message = f"when '{when}' evaluated false"
+        plan.done = _skipped(run, steps_node, group_node, step, name, step["name"], message)
         return plan
     calls = expand(step, step_scope, name, step["name"], name)
     if calls is None:
@@ -145,24 +152,30 @@ def _plan(
         return plan
     plan.loop = True
     if not calls:
-        plan.done = _skipped(run, steps_node, group_node, step, name, "Skipped, empty params")
+        plan.done = _skipped(
+            run, steps_node, group_node, step, name, step["name"], "Skipped, empty params"
+        )
     for call in calls:
         if not should_execute(call.when, call.name):
-            skipped = _skipped(
-                run, steps_node, group_node, step, call.name, f"when '{call.when}' evaluated false"
-            )
-            skipped.display_name = call.display
+            message = f"when '{call.when}' evaluated false"
+            _skipped(run, steps_node, group_node, step, call.name, call.display, message)
             continue
         plan.calls.append((call.name, call.display, call.scope, arguments(step, call.scope, name)))
     return plan
 
 
 def _skipped(
-    run: Run, steps_node: Node, group_node: Node, step: dict[str, Any], name: str, message: str
+    run: Run,
+    steps_node: Node,
+    group_node: Node,
+    step: dict[str, Any],
+    name: str,
+    display: str,
+    message: str,
 ) -> Node:
     node = run.new_node(
         name,
-        name.rsplit(".", 1)[-1],
+        display,
         "Skipped",
         [group_node],
         step.get("template", ""),

@@ -41,6 +41,14 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def node_type(template: dict[str, Any]) -> str:
+    """The type of the node a template runs as (Pod for container, script and resource)."""
+    for key, kind in (("dag", "DAG"), ("steps", "Steps"), ("suspend", "Suspend")):
+        if key in template:
+            return kind
+    return "Pod"
+
+
 @dataclass
 class Node:
     """One node of a run, as Argo's NodeStatus describes it."""
@@ -72,13 +80,14 @@ class Node:
             "templateName": self.template_name,
             "phase": self.phase,
             "boundaryID": self.boundary_id,
-            "children": self.children,
-            "outboundNodes": self.outbound_nodes,
+            # Copies: worker threads change these while another thread writes the status.
+            "children": list(self.children),
+            "outboundNodes": list(self.outbound_nodes),
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "message": self.message,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
+            "inputs": dict(self.inputs),
+            "outputs": dict(self.outputs),
             "durationSeconds": round((self.finished or time.time()) - self.started, 3)
             if self.started
             else 0,

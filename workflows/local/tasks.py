@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 Arguments = dict[str, dict[str, str]]
 
+#: Calls of one loop run at once, at most: a withParam over thousands of items needs no
+#: thousands of threads on one machine (a template's `parallelism` may lower it further).
+MAX_THREADS = 64
+
 
 @dataclass
 class Call:

@@ -33,6 +33,7 @@ from workflows.local.expr._evaluate import Evaluator, missing_path, required_pat
 from workflows.local.expr._parser import Parser
 from workflows.local.expr._sprig import SPRIG
 from workflows.local.expr._values import Failure, go_json
+from workflows.local.scope import ABSENT
 
 
 class ExprError(RunError):
@@ -59,7 +60,8 @@ def expression_env(scope: Mapping[str, str]) -> dict[str, Any]:
     item Argo also sets `item.<key>`, so `item` becomes a map of strings and `item.name` works.
     Then come `asInt`, `asFloat`, `jsonpath`, `toJson` and `sprig`, over any scope key so named.
     """
-    keys = sorted(scope)
+    # A skipped node's output without a default is absent: missing, as in Argo, never a value.
+    keys = sorted(k for k, value in scope.items() if value != ABSENT)
 
     def extended(key: str) -> bool:
         at = bisect.bisect_left(keys, key + ".")
