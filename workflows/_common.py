@@ -92,13 +92,20 @@ def new_workflow(spec: ReleaseSpec, pipeline: str, arguments: list[Parameter]) -
     )
 
 
-def fetch_model(workflow: Workflow) -> Any:
-    """The fetch-weights task of a DAG, wired to the workflow's model parameters."""
+def fetch_model(workflow: Workflow, source: str = "source", name: str | None = None) -> Any:
+    """The fetch-weights task of a DAG, wired to the workflow's model parameters.
+
+    Args:
+        workflow: The workflow whose parameters the task reads.
+        source: The workflow parameter holding the weights' URI (evaluate fetches two).
+        name: The task's name; Hera's default (`fetch-weights`) when None.
+    """
     from steps.fetch import fetch_weights
 
-    return fetch_weights(
-        arguments={
-            name: param(workflow, name)
-            for name in ("source", "model-name", "verify", "concurrency", "chunk-mib")
-        }
+    arguments = {"source": param(workflow, source)}
+    arguments.update(
+        {key: param(workflow, key) for key in ("model-name", "verify", "concurrency", "chunk-mib")}
     )
+    if name is None:
+        return fetch_weights(arguments=arguments)
+    return fetch_weights(name=name, arguments=arguments)

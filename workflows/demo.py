@@ -24,6 +24,7 @@ from typing import Any
 from workflows.exceptions import LLMFlowError, ValidationFailed
 from workflows.local.engine import Run, RunOptions
 from workflows.local.s3 import LocalS3, upload_folder
+from workflows.local.store import Node
 from workflows.local.view import LiveView, make_console
 from workflows.local.view import render as render_tree
 from workflows.render import render
@@ -75,10 +76,10 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
         _section("4. llmflow run fetch-weights")
         os.environ.update(s3.env())  # the Secret llmflow-s3 is read from these locally
         env = dict(os.environ)
-        outputs = _run(workflow, root, env, "fetch-weights")
+        outputs, _ = _run(workflow, root, env, "fetch-weights")
         print(f"path:   {outputs['path']}\ndigest: {outputs['digest']}", flush=True)
         started = time.monotonic()
-        again = _run(workflow, root, env, "fetch-weights")
+        again, _ = _run(workflow, root, env, "fetch-weights")
         console.print(
             f"second run: cache-hit={again['cache-hit']} "
             f"({time.monotonic() - started:.1f} s including the step's interpreter start)"
@@ -88,7 +89,7 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
         if spec.finetune is not None:
             _section("5. llmflow run finetune")
             _upload_dataset(spec.finetune.dataset, s3)
-            record = _run(pipelines["finetune"], root, env, "record-training")
+            record, _ = _run(pipelines["finetune"], root, env, "record-training")
             print(
                 f"checkpoint: {record['checkpoint']}\nfinal loss: {record['final-loss']} "
                 f"after {record['steps']} steps",
@@ -115,11 +116,10 @@ def _evaluate(
     """Gate the fine-tuned checkpoint against the base model; print where the report is."""
     parameters = {"candidate": candidate, "reference": spec.model.source}
     # Two evaluations run side by side: one torch thread each is fastest on a small machine.
-    verdict, run = _run(
+    verdict, gate = _run(
         workflow, root, {**env, "OMP_NUM_THREADS": "1"}, "gate-evaluation", parameters
     )
-    gate = next(n for n in run.nodes.values() if n.template_name == "gate-evaluation")
-    report = run.store.path / "artifacts" / gate.id / "report"
+    report = Path(next(a["path"] for a in gate.outputs["artifacts"] if a["name"] == "report"))
     console.print(f"gate passed: {verdict['passed']}\n{verdict['decision']}", highlight=False)
     console.print(f"report: {report / 'index.html'} and {report / 'gate.png'}", highlight=False)
     return {"passed": verdict["passed"], "report": str(report / "index.html")}
@@ -165,11 +165,8 @@ def _run(
     env: dict[str, str],
     step_name: str,
     parameters: dict[str, str] | None = None,
-) -> Any:
-    """Execute a Workflow with the local engine and a live view; one step's outputs.
-
-    With `parameters` (overrides), returns the outputs and the run.
-    """
+) -> tuple[dict[str, str], Node]:
+    """Execute a Workflow with the local engine and a live view; one step's outputs and node."""
     view = LiveView(console)
     options = RunOptions(root=root, env=env, on_change=view.on_change, parameters=parameters or {})
     run = Run(workflow, options)
@@ -181,8 +178,7 @@ def _run(
             f"run {run.name} {phase}: {run.message}; see `llmflow runs logs {run.name}`"
         )
     step = next(n for n in run.nodes.values() if n.template_name == step_name)
-    found = {p["name"]: p["value"] for p in step.outputs["parameters"]}
-    return (found, run) if parameters is not None else found
+    return {p["name"]: p["value"] for p in step.outputs["parameters"]}, step
 
 
 def _generate(model_dir: Path) -> int:

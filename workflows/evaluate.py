@@ -15,9 +15,8 @@ import json
 from hera.workflows import DAG, Parameter, Workflow
 
 from steps.evaluate import evaluate_model
-from steps.fetch import fetch_weights
 from steps.gate import gate_evaluation
-from workflows._common import model_parameters, new_workflow, param
+from workflows._common import fetch_model, model_parameters, new_workflow, param
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
@@ -68,18 +67,12 @@ def build(spec: ReleaseSpec) -> Workflow:
         settings = {
             name: param(workflow, name) for name in ("suite", "batch-size", "seed", "limit")
         }
-        cache = {
-            name: param(workflow, name)
-            for name in ("model-name", "verify", "concurrency", "chunk-mib")
-        }
         with DAG(name="main"):
             arms = {}
             for role in ("candidate", "reference"):
                 if role == "reference" and spec.evaluate.reference is None:
                     continue
-                fetched = fetch_weights(
-                    name=f"fetch-{role}", arguments={**cache, "source": param(workflow, role)}
-                )
+                fetched = fetch_model(workflow, source=role, name=f"fetch-{role}")
                 evaluated = evaluate_model(
                     name=f"evaluate-{role}",
                     arguments={
