@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	@# cowsay: Argo's e2e workflows run it in argosay:v1 (tests/test_argo_conformance.py).
 	@command -v cowsay >/dev/null || test -x /usr/games/cowsay || \
 		{ apt-get update -qq && apt-get install -y -qq cowsay; }
+	@# nginx, prometheus: the local gateway and scraping of `llmflow run` (tests/test_local_serving.py).
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v prometheus >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx prometheus; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.
@@ -56,11 +59,11 @@ test: setup
 demo: setup
 	$(BIN)/llmflow demo
 
-# Custom kinds (PyTorchJob, TrainJob) need their CRDs: the upstream schema files beside the
-# project when present, else they are reported and allowed as unchecked.
+# Custom kinds (PyTorchJob, TrainJob, HTTPRoute, ServiceMonitor) need their CRDs: the upstream
+# schema files beside the project when present, else they are reported and allowed as unchecked.
 SCHEMAS ?= ../shared/schemas
 lint: setup
-	$(BIN)/llmflow lint $(if $(wildcard $(SCHEMAS)),--schemas $(SCHEMAS),--allow-unchecked PyTorchJob --allow-unchecked TrainJob)
+	$(BIN)/llmflow lint $(if $(wildcard $(SCHEMAS)),--schemas $(SCHEMAS),$(foreach k,PyTorchJob TrainJob HTTPRoute ServiceMonitor,--allow-unchecked $(k)))
 
 # Rewrite the golden files after an intended change to a pipeline (never under CI).
 golden: setup

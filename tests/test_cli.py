@@ -108,7 +108,11 @@ def test_lint_defaults_to_every_pipeline(cli, monkeypatch, schemas_dir) -> None:
     without_crds = cli("lint")
     assert without_crds.exit_code == 1
     assert "unchecked: no schema for kubeflow.org/v1 PyTorchJob" in without_crds.output
-    assert cli("lint", "--allow-unchecked", "PyTorchJob").exit_code == 0
+    assert "unchecked: no schema for gateway.networking.k8s.io/v1 HTTPRoute" in (
+        without_crds.output
+    )
+    allowed = ("PyTorchJob", "HTTPRoute", "ServiceMonitor")
+    assert cli("lint", *(a for kind in allowed for a in ("--allow-unchecked", kind))).exit_code == 0
 
 
 def test_lint_rejects_unchecked_kinds_unless_allowed(cli, tmp_path) -> None:
@@ -134,7 +138,7 @@ def test_bad_spec_is_an_error_before_anything_is_written(cli, tmp_path) -> None:
 def test_unknown_pipeline(cli) -> None:
     result = CliRunner().invoke(main, ["render", "nope", "-f", SPEC])
     assert result.exit_code == 2
-    assert "known pipelines: evaluate, fetch-weights, finetune" in result.output
+    assert "known pipelines: deploy, evaluate, fetch-weights, finetune" in result.output
 
 
 def test_submit_sends_a_valid_create_request(cli, schemas_dir) -> None:

@@ -169,3 +169,43 @@ def test_a_floor_alone_needs_no_reference() -> None:
     gate = {"metric": "tiny_instructions_gen/exact_match", "floor": 0.2}
     spec = parse_spec(evaluate(reference=None, gates=[gate]))
     assert spec.evaluate is not None and spec.evaluate.reference is None
+
+
+def serving(**changes: object) -> dict:
+    section: dict[str, object] = {"model": "s3://models/tiny-llama-ft/final"}
+    section.update(changes)
+    return {**base(), "serving": section}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"canary": {"policy": {"metrics": ["ttft_s", "tpot_s"]}}}, "tpot_s"),
+        ({"canary": {"policy": {"latency_tolerance": -0.1}}}, "greater than or equal to 0"),
+        ({"canary": {"stages": [50, 10, 100]}}, "must increase strictly"),
+        ({"canary": {"stages": [10, 50]}}, "must end at 100"),
+        ({"canary": {"stages": [0, 100]}}, "not a percentage"),
+        ({"canary": {"polcy": {}}}, "did you mean 'policy'"),
+        ({"probe": {"prompts": "nope"}}, "no probe set 'nope'"),
+        ({"gpus": 1}, "node_pool.gpu is false"),
+        ({"scrape_interval": "fast"}, "Prometheus duration"),
+        ({"prometheus_url": "prometheus:9090"}, "http(s) URL"),
+        ({"autoscale": {"min_replicas": 3, "max_replicas": 2}}, "max_replicas 2 < min_replicas 3"),
+        ({"model": "tiny"}, "must be s3://bucket/path or file:///absolute/path"),
+    ],
+)
+def test_bad_serving_sections(changes: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(serving(**changes), origin="releases/x.yaml")
+    assert expected in str(info.value)
+    assert "releases/x.yaml: serving" in str(info.value)
+
+
+def test_serving_defaults_are_the_documented_policy() -> None:
+    spec = parse_spec(serving())
+    assert spec.serving is not None
+    canary = spec.serving.canary
+    assert canary.stages == [10, 50, 100] and canary.extensions == 1
+    policy = canary.policy
+    assert (policy.latency_tolerance, policy.error_rate_tolerance) == (0.10, 0.01)
+    assert (policy.quality_margin, policy.confidence, policy.min_samples) == (0.05, 0.95, 30)

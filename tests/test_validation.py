@@ -59,7 +59,7 @@ def test_every_pipeline_passes_hera_models(name: str) -> None:
     # Without CRDs, embedded custom resources can only be reported as unchecked.
     problems = validate_documents([(name, render(name, SPEC))], SchemaRegistry())
     assert all(p.unchecked for p in problems), [str(p) for p in problems]
-    allowed = {"PyTorchJob", "TrainJob"}
+    allowed = {"PyTorchJob", "TrainJob", "HTTPRoute", "ServiceMonitor"}
     assert validate_documents([(name, render(name, SPEC))], SchemaRegistry(), allowed) == []
 
 

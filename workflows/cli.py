@@ -429,6 +429,7 @@ def demo(spec_path: Path, workdir: Path) -> None:
 
 main.add_command(eval_group)
 main.add_command(canary_group)
+main.add_command(__import__("workflows.local_cli").local_cli.local_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

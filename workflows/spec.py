@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from serving.policy import CanaryPolicy
 from steps.errors import SourceError
 from steps.weights.sources import check_fetchable
 from workflows.exceptions import SpecError
@@ -270,6 +271,180 @@ class EvaluateSpec(_Section):
         return self
 
 
+class ProbeSpec(_Section):
+    """The canary probe: the same prompts sent to stable and canary, answers graded.
+
+    The prompt set is `serving/probes/<prompts>.jsonl` (prompt_id, prompt, reference): prompts
+    spread over lengths, each with the answer a good model gives, so answer quality is
+    compared as well as latency.
+    """
+
+    prompts: str = Field(default="tiny", description="a probe set under serving/probes/")
+    requests: Annotated[int, Field(ge=1, description="requests per arm per batch")] = 60
+    concurrency: Annotated[int, Field(ge=1, le=256, description="requests in flight per arm")] = 4
+    max_tokens: Annotated[int, Field(ge=1, le=4096, description="tokens generated per answer")] = 16
+    timeout_seconds: Annotated[float, Field(gt=0, description="per request")] = 60.0
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, value: str) -> str:
+        from serving.probe_sets import ProbeSetError, probe_set_path
+
+        try:
+            probe_set_path(value)
+        except ProbeSetError as exc:  # names the set and the known ones
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class CanarySpec(_Section):
+    """How a new version replaces the stable one: traffic stages, each judged before the next.
+
+    At each stage the HTTPRoute sends `stage`% of live traffic to the canary, the probe sends
+    the same prompts to both versions, Prometheus is read, and the judge decides. INCONCLUSIVE
+    probes `extensions` more batches; still INCONCLUSIVE, or FAIL, rolls back.
+    """
+
+    stages: Annotated[list[int], Field(min_length=1)] = Field(
+        default_factory=lambda: [10, 50, 100],
+        description="canary traffic weights in percent, increasing, ending at 100",
+    )
+    extensions: Annotated[int, Field(ge=0, le=5, description="extra batches when INCONCLUSIVE")] = 1
+    policy: CanaryPolicy = Field(
+        default_factory=CanaryPolicy, description="the judge's tolerances (serving/policy.py)"
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: list[int]) -> list[int]:
+        for weight in value:
+            if not 0 < weight <= 100:
+                raise ValueError(f"stage {weight} is not a percentage in 1..100")
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(
+                f"stages {value} must increase strictly (e.g. [10, 50, 100]): each stage sends "
+                "more traffic to the canary than the one before"
+            )
+        if value[-1] != 100:
+            raise ValueError(
+                f"stages {value} must end at 100: promotion follows a stage with all "
+                "traffic on the canary"
+            )
+        return value
+
+
+class AutoscaleSpec(_Section):
+    """A HorizontalPodAutoscaler on vLLM's queue length, through the Prometheus adapter."""
+
+    min_replicas: Annotated[int, Field(ge=1)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 4
+    waiting_per_replica: Annotated[
+        float, Field(gt=0, description="target of vllm:num_requests_waiting per pod")
+    ] = 5.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas {self.max_replicas} < min_replicas {self.min_replicas}: "
+                "raise max_replicas or lower min_replicas"
+            )
+        return self
+
+
+class GatewaySpec(_Section):
+    """The Gateway API Gateway the model's HTTPRoute attaches to."""
+
+    name: str = Field(default="llmflow-gateway", description="the Gateway's name")
+    namespace: str | None = Field(default=None, description="the Gateway's namespace")
+    hostnames: list[str] = Field(default_factory=list, description="hostnames the route serves")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _dns_label(value, "a Gateway name")
+
+
+class ServingSpec(_Section):
+    """How the model is served with vLLM, and how a new version is rolled out."""
+
+    model: str = Field(description="weights to deploy: s3://... or file:///...")
+    served_name: str | None = Field(
+        default=None, description="model name clients ask for; default: model.name"
+    )
+    image: str = Field(default="vllm/vllm-openai:v0.32.0", description="the vLLM server image")
+    replicas: Annotated[int, Field(ge=1)] = 1
+    gpus: Annotated[int, Field(ge=0, description="GPUs per pod; tensor parallel size")] = 0
+    cpu: str = Field(default="2", description="CPU request per pod")
+    memory: str = Field(default="8Gi", description="memory request and limit per pod")
+    node_pool: NodePoolSpec = NodePoolSpec()
+    vllm_args: list[str] = Field(
+        default_factory=list, description="extra vLLM server arguments, e.g. --max-model-len"
+    )
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8000
+    startup_seconds: Annotated[
+        int,
+        Field(
+            ge=30,
+            description="how long the model may take to load before the pod is "
+            "restarted (startupProbe)",
+        ),
+    ] = 1800
+    gateway: GatewaySpec = GatewaySpec()
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        description="Prometheus the canary analysis queries",
+    )
+    scrape_interval: str = Field(default="15s", description="ServiceMonitor scrape interval")
+    probe: ProbeSpec = ProbeSpec()
+    canary: CanarySpec = CanarySpec()
+    autoscale: AutoscaleSpec | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return _uri(value)
+
+    @field_validator("served_name")
+    @classmethod
+    def _served(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$", value):
+            raise ValueError("letters, digits and . _ / - only, e.g. tiny-llama")
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                "must be an http(s) URL, e.g. http://prometheus-operated.monitoring.svc:9090"
+            )
+        return value.rstrip("/")
+
+    @field_validator("scrape_interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not re.match(r"^([0-9]+(ms|s|m|h))+$", value):
+            raise ValueError("must be a Prometheus duration, e.g. 15s or 1m")
+        return value
+
+    @model_validator(mode="after")
+    def _gpus_need_a_gpu_pool(self) -> ServingSpec:
+        if self.gpus > 0 and not self.node_pool.gpu:
+            raise ValueError(
+                f"gpus = {self.gpus} but node_pool.gpu is false: set node_pool.gpu: true (with "
+                "its node_selector/tolerations) or gpus: 0"
+            )
+        if self.autoscale and not (
+            self.autoscale.min_replicas <= self.replicas <= self.autoscale.max_replicas
+        ):
+            raise ValueError(
+                f"replicas = {self.replicas} lies outside autoscale's "
+                f"{self.autoscale.min_replicas}..{self.autoscale.max_replicas}"
+            )
+        return self
+
+
 class ReleaseSpec(_Section):
     """A whole release: the model and the cluster settings its pipelines run with."""
 
@@ -283,6 +458,7 @@ class ReleaseSpec(_Section):
     model: ModelSpec
     finetune: FinetuneSpec | None = None
     evaluate: EvaluateSpec | None = None
+    serving: ServingSpec | None = None
 
     @field_validator("namespace", "service_account")
     @classmethod

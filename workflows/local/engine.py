@@ -97,6 +97,7 @@ class Run:
         self.root = Path(self.options.root).resolve()
         self.workdir = Path(self.options.workdir).resolve()
         self.env = dict(os.environ if self.options.env is None else self.options.env)
+        self.env["LLMFLOW_SERVICES"] = str(self.root / "platform" / "services.json")
         self.store = RunStore(self.root, self.name)
         self.platform = LocalPlatform(self.root, self.namespace, self.env, self.workdir)
         self.parameters = self._parameters(spec, self.options.parameters)
@@ -511,8 +512,14 @@ class Run:
             command = body.get("command") or entrypoint(self.images, str(body.get("image", "")))
             with self.pod_slots:
                 leaves.run_process(self, node, resolved, mapper, command or [])
+            # Argo's wait container saves outputs whether or not main succeeded
+            # (executor/postmain.go): a failed step's report is still an artifact.
             if node.phase == "Succeeded":
                 outputs.file_outputs(self, node, resolved.get("outputs") or {}, mapper, scope)
+            elif node.phase == "Failed" and not self.stopping.is_set():
+                outputs.file_outputs(
+                    self, node, resolved.get("outputs") or {}, mapper, scope, lenient=True
+                )
 
     # --- graph and phases ------------------------------------------------------------------
 

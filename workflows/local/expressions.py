@@ -321,39 +321,39 @@ def _split_requirements(condition: str) -> list[str]:
     return [p for p in [*parts, current] if p.strip()]
 
 
-def evaluate_condition(condition: str, obj: Mapping[str, Any]) -> bool:
-    """Whether every requirement of a success/failure condition holds for the object."""
-    for requirement in _split_requirements(condition):
-        requirement = requirement.strip()
-        if requirement.startswith("!"):
-            if lookup(obj, requirement[1:].strip()) is not None:
-                return False
-            continue
-        match = _REQUIREMENT.match(requirement)
-        if not match:
-            if lookup(obj, requirement) is None:  # bare key: exists
-                return False
-            continue
-        actual = lookup(obj, match["key"])
-        op, expected = match["op"].strip(), match["value"].strip()
-        if actual is None:
-            if op in {"!=", "notin"}:
-                continue
-            return False
-        text = json.dumps(actual) if isinstance(actual, (bool, dict, list)) else str(actual)
-        text = text.lower() if isinstance(actual, bool) else text
-        if op in {"=", "=="}:
-            ok = text == expected
-        elif op == "!=":
-            ok = text != expected
-        elif op in {"in", "notin"}:
-            values = {v.strip() for v in expected.strip("()").split(",")}
-            ok = (text in values) == (op == "in")
-        else:
-            a, b = _number(actual), _number(expected)
-            if a is None or b is None:
-                return False
-            ok = a > b if op == ">" else a < b
-        if not ok:
-            return False
-    return True
+def evaluate_condition(condition: str, obj: Mapping[str, Any], *, any_term: bool = False) -> bool:
+    """Whether a resource template's condition holds for the object.
+
+    A success condition holds when every requirement holds; a failure condition (`any_term`)
+    when any one does, as Argo's executor matches them (`matchConditions` in resource.go).
+    """
+    terms = [t.strip() for t in _split_requirements(condition)]
+    if any_term:
+        return any(_requirement_holds(t, obj) for t in terms if t)
+    return all(_requirement_holds(t, obj) for t in terms if t)
+
+
+def _requirement_holds(requirement: str, obj: Mapping[str, Any]) -> bool:
+    """One label-selector requirement against the object's JSON paths."""
+    if requirement.startswith("!"):
+        return lookup(obj, requirement[1:].strip()) is None
+    match = _REQUIREMENT.match(requirement)
+    if not match:
+        return lookup(obj, requirement) is not None  # bare key: exists
+    actual = lookup(obj, match["key"])
+    op, expected = match["op"].strip(), match["value"].strip()
+    if actual is None:
+        return op in {"!=", "notin"}
+    text = json.dumps(actual) if isinstance(actual, (bool, dict, list)) else str(actual)
+    text = text.lower() if isinstance(actual, bool) else text
+    if op in {"=", "=="}:
+        return text == expected
+    if op == "!=":
+        return text != expected
+    if op in {"in", "notin"}:
+        values = {v.strip() for v in expected.strip("()").split(",")}
+        return (text in values) == (op == "in")
+    a, b = _number(actual), _number(expected)
+    if a is None or b is None:
+        return False
+    return a > b if op == ">" else a < b

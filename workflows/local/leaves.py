@@ -240,7 +240,7 @@ def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, An
         if current is None:
             node.phase, node.message = "Failed", f"{obj['kind']} {meta.get('name')} disappeared"
             return None
-        if failure and evaluate_condition(failure, current):
+        if failure and evaluate_condition(failure, current, any_term=True):
             node.phase, node.message = "Failed", f"failure condition '{failure}' matched"
             reason = _failed_condition(current)
             if reason:

@@ -44,9 +44,18 @@ def stage_artifacts(
 
 
 def file_outputs(
-    run: Run, node: Node, outputs: dict[str, Any], mapper: PathMapper, scope: Scope
+    run: Run,
+    node: Node,
+    outputs: dict[str, Any],
+    mapper: PathMapper,
+    scope: Scope,
+    lenient: bool = False,
 ) -> None:
-    """Outputs of a container or script step, read from the files it wrote."""
+    """Outputs of a container or script step, read from the files it wrote.
+
+    `lenient` is for a step that already failed: what it wrote is kept, what it did not is
+    left out, and the node keeps the phase and message of its failure.
+    """
     params = []
     for p in outputs.get("parameters") or []:
         source = p.get("valueFrom") or {}
@@ -56,6 +65,8 @@ def file_outputs(
                 value = path.read_text().rstrip("\n") if path.stat().st_size else ""
             elif "default" in source:
                 value = str(source["default"])
+            elif lenient:
+                continue
             else:
                 node.phase = "Error"
                 node.message = f"output parameter {p['name']}: {source['path']} was not written"
@@ -69,7 +80,7 @@ def file_outputs(
     for a in outputs.get("artifacts") or []:
         local = mapper.local(a["path"])
         if not local.exists():
-            if a.get("optional"):
+            if a.get("optional") or lenient:
                 continue
             node.phase, node.message = "Error", f"output artifact {a['name']}: {a['path']} missing"
             return

@@ -1,3 +1,10 @@
 """Kinds the LocalPlatform runs as processes; importing this package registers them."""
 
-from workflows.local.kinds import pytorchjob  # noqa: F401
+from workflows.local.kinds import (  # noqa: F401
+    deployment,
+    gateway,
+    policies,
+    prometheus,
+    pytorchjob,
+    service,
+)

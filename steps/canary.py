@@ -1,0 +1,99 @@
+"""The `analyse-canary` step: judge one canary stage, and fail it when the canary may not go on.
+
+Probes the stable and the canary Service with the same prompts, reads Prometheus, judges (see
+`serving.analysis`), and writes the stage's report (`stage-<weight>.json` and `.png`, plus the
+probe records) to the `report` output artifact. A verdict other than PASS fails the step with
+the reason as its last log line: the deploy pipeline's rollback hangs on that failure, and the
+promotion below it is omitted, so the workflow's phase says whether the release was promoted.
+
+    python -m hera.workflows.runner -e steps.canary:analyse_canary <inputs.json>
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from hera.workflows import Artifact, Parameter, script
+from hera.workflows.io import Output
+
+from steps.errors import StepError
+
+#: Where the stage report is written in the pod; the `report` output artifact collects it.
+REPORT_DIR = "/tmp/llmflow/canary"
+
+
+class CanaryRejected(StepError):
+    """The canary did not pass a stage: a regression was shown, or it could not be shown absent."""
+
+
+class StageVerdict(Output):
+    """The stage's verdict and why."""
+
+    verdict: Annotated[str, Parameter(name="verdict", description="PASS, FAIL or INCONCLUSIVE")]
+    reason: Annotated[str, Parameter(name="reason", description="what decided it")]
+
+
+@script(outputs=[Artifact(name="report", path=REPORT_DIR)])
+def analyse_canary(
+    stage: Annotated[int, Parameter(name="stage", description="percent of traffic on the canary")],
+    stable_url: Annotated[str, Parameter(name="stable-url", description="stable Service URL")],
+    canary_url: Annotated[str, Parameter(name="canary-url", description="canary Service URL")],
+    served_name: Annotated[str, Parameter(name="served-name", description="model name to ask")],
+    stable_version: Annotated[str, Parameter(name="stable-version", description="version label")],
+    canary_version: Annotated[str, Parameter(name="canary-version", description="version label")],
+    prometheus_url: Annotated[
+        str, Parameter(name="prometheus-url", description="Prometheus to read; empty: none")
+    ],
+    prompts: Annotated[str, Parameter(name="prompts", description="probe set name")] = "tiny",
+    requests: Annotated[int, Parameter(name="requests", description="per arm per batch")] = 40,
+    concurrency: Annotated[int, Parameter(name="concurrency", description="per arm")] = 4,
+    max_tokens: Annotated[int, Parameter(name="max-tokens", description="per answer")] = 16,
+    timeout_s: Annotated[float, Parameter(name="timeout", description="per request, s")] = 60.0,
+    extensions: Annotated[int, Parameter(name="extensions", description="extra batches")] = 1,
+    policy: Annotated[str, Parameter(name="policy", description="JSON canary policy")] = "{}",
+    offset: Annotated[int, Parameter(name="offset", description="first prompt")] = 0,
+    scrape_interval: Annotated[
+        float, Parameter(name="scrape-interval", description="Prometheus scrape interval, s")
+    ] = 15.0,
+    report_dir: Annotated[str, Parameter(name="report-dir")] = REPORT_DIR,
+) -> StageVerdict:
+    """Judge the canary at one traffic stage; fail unless it passes."""
+    from serving.analysis import ProbeSettings, analyse_stage
+    from serving.canary_report import write_stage_report
+    from serving.endpoints import resolve
+    from serving.metrics import PrometheusSource
+    from serving.policy import CanaryPolicy
+    from serving.probe_sets import load_probe_set
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger(__name__)
+    the_policy = CanaryPolicy.model_validate(json.loads(policy or "{}"))
+
+    def metrics(window_s: float) -> PrometheusSource:
+        """Prometheus over the stage so far (at least a few scrapes)."""
+        seconds = max(int(window_s + 0.999), int(4 * scrape_interval))
+        return PrometheusSource(resolve(prometheus_url), window=f"{seconds}s")
+
+    folder = Path(report_dir)
+    analysis = analyse_stage(
+        stage,
+        (resolve(stable_url), resolve(canary_url)),
+        (stable_version, canary_version),
+        load_probe_set(prompts),
+        ProbeSettings(served_name, requests, concurrency, max_tokens, timeout_s),
+        the_policy,
+        extensions=extensions,
+        metrics=metrics if prometheus_url else None,
+        records_dir=folder / "probes",
+        offset=offset,
+        settle_s=2 * scrape_interval,
+    )
+    write_stage_report(folder, analysis)
+    line = f"canary {analysis.verdict} at {stage}% traffic: {analysis.reason}"
+    if analysis.verdict != "PASS":
+        log.error(line)
+        raise CanaryRejected(line)
+    log.info(line)
+    return StageVerdict(verdict=analysis.verdict, reason=analysis.reason)

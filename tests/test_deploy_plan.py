@@ -1,0 +1,81 @@
+"""The deploy pipeline without servers: the rollout plan, versions, and the rendered DAG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steps.deploy import plan_rollout, version_label
+from steps.errors import StepError
+from workflows.local.expressions import evaluate_condition
+from workflows.render import render
+from workflows.spec import load_spec
+from workflows.validation import validate_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_a_version_is_the_weights_and_the_server_configuration() -> None:
+    assert version_label(DIGEST, "{}") == version_label(DIGEST, "{}")
+    assert len(version_label(DIGEST)) == 12
+    assert version_label(DIGEST, '{"vllm_args": ["--max-num-seqs", "1"]}') != version_label(
+        DIGEST, "{}"
+    )
+    assert version_label("sha256:" + "cd" * 32) != version_label(DIGEST)
+    with pytest.raises(StepError, match="is not sha256:<hex>"):
+        version_label("latest")
+
+
+@pytest.mark.parametrize(
+    ("status", "stable", "mode"),
+    [("Failed", "", "first"), ("Succeeded", "other", "canary"), ("Succeeded", None, "current")],
+)
+def test_the_plan_follows_what_is_stable(status: str, stable: str | None, mode: str) -> None:
+    version = version_label(DIGEST, "cfg")
+    plan = plan_rollout(
+        digest=DIGEST, stable_status=status, stable_version=stable or version, config="cfg"
+    )
+    assert (plan.mode, plan.version) == (mode, version)
+
+
+def test_a_failure_condition_fails_on_any_term_a_success_condition_needs_all() -> None:
+    status = {"status": {"readyReplicas": 1, "conditions": [{"reason": "Stuck"}]}}
+    condition = "status.readyReplicas == 2, status.conditions.0.reason == Stuck"
+    assert evaluate_condition(condition, status, any_term=True)
+    assert not evaluate_condition(condition, status)
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict:
+    return render("deploy", load_spec(ROOT / "releases" / "tiny.yaml"))
+
+
+def test_the_pipeline_renders_to_a_valid_workflow(workflow: dict, registry) -> None:
+    problems = validate_documents([("deploy", workflow)], registry)
+    assert not problems, problems
+
+
+def test_the_canary_is_unrolled_into_visible_stages(workflow: dict) -> None:
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
+    assert [n for n in tasks if n.startswith("analyse-")] == [
+        "analyse-10",
+        "analyse-50",
+        "analyse-100",
+    ]
+    # Promotion hangs on the last stage's success, rollback on any failure before it.
+    assert tasks["promote"]["depends"] == "analyse-100.Succeeded"
+    assert tasks["rollback"]["depends"] == (
+        "deploy-canary.Failed || analyse-10.Failed || analyse-50.Failed || analyse-100.Failed"
+    )
+    assert tasks["stage-10"]["depends"].startswith("deploy-canary.Succeeded")
+    route = templates["set-weights-10"]["resource"]["manifest"]
+    assert "weight: 90" in route and "weight: 10" in route
+    # Stopped or failed midway: the exit handler puts stable back; one rollout per model.
+    assert workflow["spec"]["onExit"] == "restore-stable"
+    assert workflow["spec"]["synchronization"] == {"mutexes": [{"name": "deploy-tiny-llama"}]}
+    deploy = templates["deploy-canary"]["resource"]
+    assert deploy["successCondition"].startswith("status.replicas == 1")
+    assert "ProgressDeadlineExceeded" in deploy["failureCondition"]

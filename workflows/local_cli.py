@@ -1,0 +1,87 @@
+"""The `llmflow local` commands: what the local platform serves, and stopping it.
+
+Deployments, Services, HTTPRoutes and ServiceMonitors created by `llmflow run` outlive the
+run, as they do on a cluster: their processes (vLLM pods, the nginx gateway, Prometheus) keep
+running detached. `llmflow local status` shows them; `llmflow local down` stops them all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.group("local")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".llmflow"),
+    show_default=True,
+    help="The local engine's folder: runs, volumes, locks, local objects.",
+)
+@click.pass_context
+def local_group(ctx: click.Context, root: Path) -> None:
+    """Show or stop what the local platform keeps serving after `llmflow run`."""
+    ctx.obj = root.resolve()
+
+
+@local_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")
+@click.pass_obj
+def local_status(root: Path, as_json: bool) -> None:
+    """List serving objects, their processes, the gateway and Prometheus URLs."""
+    from workflows.local.kinds.overview import status
+
+    report = status(root)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    _print(report)
+
+
+def _print(report: dict[str, Any]) -> None:
+    objects, processes = report["objects"], report["processes"]
+    if not objects and not processes:
+        click.echo("nothing is served locally")
+        return
+    click.echo(f"{'KIND':24} {'NAMESPACE/NAME':40} {'READY':6} {'VERSION':10} NOTE")
+    for obj in objects:
+        click.echo(
+            f"{obj['kind']:24} {obj['namespace'] + '/' + obj['name']:40} {obj['ready']:6} "
+            f"{obj['version']:10} {obj['note']}"
+        )
+    click.echo("")
+    click.echo(f"{'PROCESS':11} {'NAME':52} {'PID':>8} {'PORT':>12} ALIVE  HEALTHY")
+    for proc in processes:
+        extra = ""
+        if proc["kind"] == "pod":
+            extra = f"  ready={proc['ready']} restarts={proc['restarts']} version={proc['version']}"
+            if proc["terminating"]:
+                extra += " terminating"
+        click.echo(
+            f"{proc['kind']:11} {proc['name']:52} {proc['pid'] or '-':>8} "
+            f"{proc['port'] or '-':>12} {str(proc['alive']):6} {proc['healthy']}{extra}"
+        )
+    click.echo("")
+    for key, url in report["gateways"].items():
+        click.echo(f"gateway {key}: {url}")
+    if report["prometheus"]:
+        click.echo(f"prometheus: {report['prometheus']}")
+    click.echo(f"services map: {report['services_map']}")
+    if report["curl"]:
+        click.echo(f"try: {report['curl']}")
+
+
+@local_group.command("down")
+@click.pass_obj
+def local_down(root: Path) -> None:
+    """Stop every local serving process (pods, nginx, Prometheus) and remove their state."""
+    from workflows.local.kinds.overview import down
+
+    stopped = down(root)
+    for line in stopped:
+        click.echo(f"stopped {line}")
+    click.echo("the local platform serves nothing" if stopped else "nothing was running")
