@@ -185,8 +185,9 @@ def _add_live(
     result.live = live_checks(result.stable_metrics, result.canary_metrics, policy)
     failed = [c.name for c in result.live if c.verdict == "FAIL"]
     if failed:
+        live = f"live traffic (Prometheus) shows a regression: {', '.join(failed)}"
+        result.reason = f"{result.reason}; {live}" if result.verdict == "FAIL" else live
         result.verdict = "FAIL"
-        result.reason = f"live traffic (Prometheus) shows a regression: {', '.join(failed)}"
 
 
 def _as_probe_set(rows: list[dict[str, object]], path: Path) -> ProbeSet:

@@ -2,9 +2,10 @@
 
 Probes the stable and the canary Service with the same prompts, reads Prometheus, judges (see
 `serving.analysis`), and writes the stage's report (`stage-<weight>.json` and `.png`, plus the
-probe records) to the `report` output artifact. A verdict other than PASS fails the step with
-the reason as its last log line: the deploy pipeline's rollback hangs on that failure, and the
-promotion below it is omitted, so the workflow's phase says whether the release was promoted.
+probe records) to the `report` output artifact. A verdict other than PASS fails the step
+(exit code 1) with the reason as its last log line: the deploy pipeline's rollback hangs on
+that failure, and the promotion below it is omitted, so the workflow's phase says whether the
+release was promoted.
 
     python -m hera.workflows.runner -e steps.canary:analyse_canary <inputs.json>
 """
@@ -17,14 +18,8 @@ from typing import Annotated
 from hera.workflows import Artifact, Parameter, script
 from hera.workflows.io import Output
 
-from steps.errors import StepError
-
 #: Where the stage report is written in the pod; the `report` output artifact collects it.
 REPORT_DIR = "/tmp/llmflow/canary"
-
-
-class CanaryRejected(StepError):
-    """The canary did not pass a stage: a regression was shown, or it could not be shown absent."""
 
 
 class StageVerdict(Output):
@@ -93,7 +88,9 @@ def analyse_canary(
     write_stage_report(folder, analysis)
     line = f"canary {analysis.verdict} at {stage}% traffic: {analysis.reason}"
     if analysis.verdict != "PASS":
+        # The last log line becomes the node's message (FallbackToLogsOnError): the verdict
+        # and its reason, not a traceback.
         log.error(line)
-        raise CanaryRejected(line)
+        raise SystemExit(1)
     log.info(line)
     return StageVerdict(verdict=analysis.verdict, reason=analysis.reason)

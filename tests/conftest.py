@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,39 @@ from workflows.validation import SchemaRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every process a test started under its temporary folders (servers the local platform
+    keeps running: vLLM, nginx, Prometheus) is gone when the session ends.
+
+    Tests stop what they start (`llmflow local down`); this is the net under them, and it says
+    what it had to stop, so a test that leaks is found.
+    """
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    leaked = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if base in cmdline:
+            leaked.append((int(proc.name), cmdline[:160]))
+    for pid, _ in leaked:
+        try:  # the whole group: vLLM's engine and workers rename themselves (VLLM::Worker)
+            group = os.getpgid(pid)
+            if group != os.getpgrp():
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if leaked:
+        print(f"\nstopped {len(leaked)} process(es) tests left running:", *leaked, sep="\n  ")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from workflows import __version__
 from workflows.canary_cli import canary_group
 from workflows.eval_cli import eval_group
 from workflows.exceptions import LLMFlowError, ValidationFailed
+from workflows.local_cli import local_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -419,8 +420,11 @@ def demo(spec_path: Path, workdir: Path) -> None:
     """Run the lifecycle locally on a tiny model, as far as this version provides it.
 
     Creates the tiny model, serves it from a local S3 server (s3rver), renders and lints the
-    fetch-weights pipeline, runs it with the local engine (as `llmflow run`), and loads the
-    fetched model. Its runs are listed by `llmflow runs list`.
+    pipelines, and runs them with the local engine (as `llmflow run`): fetch-weights,
+    finetune (a two-replica PyTorchJob), evaluate (lm-eval and the gate), deploy (the base
+    model first, then the fine-tuned one as a judged canary, promoted), then loads the
+    fine-tuned model. Its runs are listed by `llmflow runs list`; what it serves stays up
+    (`llmflow local status`) until `llmflow local down`.
     """
     from workflows.demo import run_demo
 
@@ -429,7 +433,7 @@ def demo(spec_path: Path, workdir: Path) -> None:
 
 main.add_command(eval_group)
 main.add_command(canary_group)
-main.add_command(__import__("workflows.local_cli").local_cli.local_group)
+main.add_command(local_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,11 @@
    instruction dataset, checkpointing to S3,
 6. run evaluate: lm-eval's tiny suite on the fine-tuned model (candidate) and the base model
    (reference) in parallel, then the paired non-inferiority gate and its report,
-7. load the fine-tuned model from S3 with transformers and generate.
+7. run deploy twice: the base model as the first release (served directly by vLLM behind the
+   local gateway), then the fine-tuned model as a canary, probed and judged stage by stage,
+   and promoted; then ask the gateway a question. The platform keeps serving afterwards
+   (`llmflow local status`, `llmflow local down`),
+8. load the fine-tuned model from S3 with transformers and generate.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
             pipelines["finetune"] = render("finetune", spec)
         if spec.evaluate is not None:
             pipelines["evaluate"] = render("evaluate", spec)
+        if spec.serving is not None:
+            pipelines["deploy"] = render("deploy", spec)
         docs = list(pipelines.items())
         problems = [p for p in validate_documents(docs, SchemaRegistry()) if not p.unchecked]
         if problems:
@@ -102,8 +108,12 @@ def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> d
                 _section("6. llmflow run evaluate")
                 verdict = _evaluate(pipelines["evaluate"], root, env, record["checkpoint"], spec)
                 outputs = {**outputs, **verdict}
+            if spec.serving is not None:
+                _section("7. llmflow run deploy")
+                served = _deploy(pipelines["deploy"], root, env, spec, record)
+                outputs = {**outputs, **served}
 
-    _section("7. load and generate")
+    _section("8. load and generate")
     for folder in dict.fromkeys([fetched, model_dir]):
         tokens = _generate(folder)
         console.print(f"{folder} loads in transformers and generated {tokens} tokens")
@@ -123,6 +133,48 @@ def _evaluate(
     console.print(f"gate passed: {verdict['passed']}\n{verdict['decision']}", highlight=False)
     console.print(f"report: {report / 'index.html'} and {report / 'gate.png'}", highlight=False)
     return {"passed": verdict["passed"], "report": str(report / "index.html")}
+
+
+def _deploy(
+    workflow: dict[str, Any], root: Path, env: dict[str, str], spec: Any, record: dict[str, str]
+) -> dict[str, str]:
+    """Serve the base model, then canary the fine-tuned one; ask the gateway a question."""
+    from serving.labels import served_name
+    from workflows.local.kinds.overview import status
+
+    releases = [
+        ("first release (no stable version yet): the base model", spec.model.source),
+        ("next release: the fine-tuned model, as a canary", record["checkpoint"]),
+    ]
+    plan: dict[str, str] = {}
+    for title, candidate in releases:
+        console.print(title, highlight=False)
+        plan, _ = _run(workflow, root, env, "plan-rollout", {"candidate": candidate})
+    gateway = next(iter(status(root)["gateways"].values()))
+    question = "Question: What is 3 plus 4?\nAnswer:"
+    answer = _complete(gateway, served_name(spec), question)
+    console.print(
+        f"serving version {plan['version']} at {gateway}\n"
+        f"{question!r} -> {answer!r}\n"
+        f"still serving: `llmflow local status` shows it, `llmflow local down` stops it",
+        highlight=False,
+    )
+    return {"gateway": gateway, "version": plan["version"], "answer": answer}
+
+
+def _complete(gateway: str, model: str, prompt: str) -> str:
+    """One completion through the gateway, as a client of the model would ask."""
+    import json
+    import urllib.request
+
+    body = {"model": model, "prompt": prompt, "max_tokens": 4, "temperature": 0}
+    request = urllib.request.Request(
+        f"{gateway}/v1/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(json.loads(response.read())["choices"][0]["text"])
 
 
 def _upload_dataset(uri: str, s3: LocalS3) -> None:
