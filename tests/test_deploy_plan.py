@@ -79,3 +79,32 @@ def test_the_canary_is_unrolled_into_visible_stages(workflow: dict) -> None:
     deploy = templates["deploy-canary"]["resource"]
     assert deploy["successCondition"].startswith("status.replicas == 1")
     assert "ProgressDeadlineExceeded" in deploy["failureCondition"]
+
+
+def test_a_failed_resource_says_why_from_its_conditions() -> None:
+    from workflows.local.leaves import _failed_condition
+
+    job = {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "exit 1"}]}}
+    assert _failed_condition(job) == "exit 1"
+    stuck = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "message": "has minimum availability",
+                },
+                {
+                    "type": "Progressing",
+                    "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": "pod crashed 3 times (CrashLoopBackOff)",
+                },
+            ]
+        }
+    }
+    assert _failed_condition(stuck) == (
+        "Progressing ProgressDeadlineExceeded: pod crashed 3 times (CrashLoopBackOff)"
+    )
+    assert _failed_condition({"status": {}}) == ""

@@ -260,11 +260,24 @@ def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, An
 
 
 def _failed_condition(obj: dict[str, Any]) -> str:
-    """The message of an object's `Failed` condition, which controllers fill with the cause."""
-    for condition in (obj.get("status") or {}).get("conditions") or []:
+    """Why an object failed, from its status conditions, to follow "failure condition matched".
+
+    Controllers fill a condition's message with the cause. A job reports it in a `Failed`
+    condition (PyTorchJob: status True), whose message is returned as is. A Deployment has none:
+    a stuck rollout is `Progressing` False with reason ProgressDeadlineExceeded and a message
+    that quotes the crashing pod's log. So without a `Failed` condition, every condition with
+    status False and a reason and message is returned as "<type> <reason>: <message>", joined
+    by "; " in the object's order.
+    """
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    for condition in conditions:
         if condition.get("type") == "Failed" and condition.get("message"):
             return str(condition["message"])
-    return ""
+    return "; ".join(
+        f"{c.get('type')} {c['reason']}: {c['message']}"
+        for c in conditions
+        if str(c.get("status")) == "False" and c.get("reason") and c.get("message")
+    )
 
 
 def json_path(obj: Any, expression: str) -> str:
