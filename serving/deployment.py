@@ -53,7 +53,7 @@ from kubernetes.client import (
 
 from serving.labels import object_name, pod_labels, selector, served_name, serving_of
 from steps._hera import CACHE_MOUNT, CACHE_VOLUME
-from workflows._common import cache_volume
+from workflows._common import SERVING_ACCOUNT, cache_volume, service_account
 from workflows.spec import ReleaseSpec, ServingSpec
 from workflows.training.pod import serialise
 
@@ -161,8 +161,9 @@ def build_deployment(
             ],
             node_selector=serving.node_pool.node_selector or None,
             tolerations=_tolerations(serving) or None,
-            service_account_name=spec.service_account,
-            # The server needs no Kubernetes API; the pipeline's token stays out of its pods.
+            # Its own account, bound to no Role: the server needs no Kubernetes API, and no
+            # token is mounted either.
+            service_account_name=service_account(spec, SERVING_ACCOUNT),
             automount_service_account_token=False,
             enable_service_links=False,
             security_context=V1PodSecurityContext(

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from steps.weights.cache import Manifest
 from workflows.demo import run_demo
 from workflows.local.kinds.overview import down, status
@@ -9,6 +11,7 @@ from workflows.local.kinds.overview import down, status
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(1500)  # the whole lifecycle, three vLLM starts included
 def test_demo_runs_the_lifecycle(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):

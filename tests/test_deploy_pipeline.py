@@ -37,7 +37,8 @@ import yaml
 from tests.vllm_server import require_vllm
 from workflows.local.platform import LocalPlatform
 
-pytestmark = pytest.mark.model
+# The module's fixture runs seven releases (about nine minutes here) inside its first test.
+pytestmark = [pytest.mark.model, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[1]
 LLMFLOW = str(Path(sys.executable).parent / "llmflow")

@@ -211,7 +211,8 @@ def test_pod_is_non_root_and_unprivileged(tiny: ReleaseSpec) -> None:
     assert ctx["allowPrivilegeEscalation"] is False
     assert ctx["capabilities"] == {"drop": ["ALL"]}
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert _pod(dep)["serviceAccountName"] == tiny.service_account
+    # its own account, bound to no Role (cluster/base), not a pipeline's
+    assert _pod(dep)["serviceAccountName"] == f"{tiny.service_account}-serving"
 
 
 @pytest.mark.parametrize("startup", [30, 95, 600, 1800, 3601])

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from hera.workflows import Parameter, Workflow
-from hera.workflows.models import HostPathVolumeSource, PersistentVolumeClaimVolumeSource, Volume
+from hera.workflows.models import (
+    HostPathVolumeSource,
+    Metadata,
+    PersistentVolumeClaimVolumeSource,
+    Volume,
+)
 
 from steps._hera import CACHE_VOLUME
 from workflows.spec import ReleaseSpec
@@ -65,6 +70,23 @@ def cache_volume(spec: ReleaseSpec) -> Volume:
     )
 
 
+#: The account suffix of vLLM pods (`<service_account>-serving`): bound to no Role.
+SERVING_ACCOUNT = "serving"
+
+#: The account suffix of training job pods (`<service_account>-training`): bound to no Role.
+TRAINING_ACCOUNT = "training"
+
+
+def service_account(spec: ReleaseSpec, component: str) -> str:
+    """The service account a pipeline or component runs as: `<service_account>-<component>`.
+
+    Each pipeline has its own (`llmflow-deploy`), holding only what its resource templates
+    do (`workflows/rbac.py` derives the Role); serving and training pods have theirs, with
+    no Role at all.
+    """
+    return f"{spec.service_account}-{component}"
+
+
 def labels(spec: ReleaseSpec, pipeline: str) -> dict[str, str]:
     """Labels that let `kubectl`/the Argo UI filter runs by pipeline and model."""
     return {
@@ -80,13 +102,19 @@ def param(workflow: Workflow, name: str) -> str:
 
 
 def new_workflow(spec: ReleaseSpec, pipeline: str, arguments: list[Parameter]) -> Workflow:
-    """A pipeline's Workflow: named after pipeline and model, entrypoint `main`, cache volume."""
+    """A pipeline's Workflow: named after pipeline and model, entrypoint `main`, cache volume.
+
+    It runs as the pipeline's own service account, and its pods carry the workflow's labels
+    (`podMetadata`: Argo does not copy a Workflow's labels to its pods), so NetworkPolicies
+    can tell the deploy pipeline's probe pods apart.
+    """
     return Workflow(
         generate_name=f"{pipeline}-{spec.model.name}-",
         namespace=spec.namespace,
         labels=labels(spec, pipeline),
+        pod_metadata=Metadata(labels=labels(spec, pipeline)),
         entrypoint="main",
-        service_account_name=spec.service_account,
+        service_account_name=service_account(spec, pipeline),
         arguments=arguments,
         volumes=[cache_volume(spec)],
     )

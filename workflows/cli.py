@@ -17,6 +17,7 @@ import click
 
 from workflows import __version__
 from workflows.canary_cli import canary_group
+from workflows.cluster_cli import cluster_group
 from workflows.eval_cli import eval_group
 from workflows.exceptions import LLMFlowError, ValidationFailed
 from workflows.local_cli import local_group
@@ -126,6 +127,14 @@ def render(pipeline: str, spec_path: Path, out_dir: Path | None) -> None:
     help="CRD YAML file or folder (e.g. `kubectl get crd NAME -o yaml`); repeatable.",
 )
 @click.option(
+    "--kustomize",
+    "kustomize_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also validate what `kubectl kustomize DIR` builds (e.g. cluster/overlays/prod); "
+    "repeatable.",
+)
+@click.option(
     "--allow-unchecked",
     "allowed",
     multiple=True,
@@ -138,6 +147,7 @@ def lint(
     spec_paths: tuple[Path, ...],
     schemas_dir: Path | None,
     crd_paths: tuple[Path, ...],
+    kustomize_dirs: tuple[Path, ...],
     allowed: tuple[str, ...],
 ) -> None:
     """Validate rendered YAML strictly; with no FILES, every pipeline.
@@ -145,17 +155,25 @@ def lint(
     Prints one line per problem (document, field path, what is wrong) and exits 1 if there
     are any. Argo kinds are checked against Argo's schema (--schemas, --crds, or Hera's
     models), custom resources against their CRDs, built-in kinds with kubernetes-validate;
-    a kind with no schema fails unless --allow-unchecked names it.
+    a kind with no schema fails unless --allow-unchecked names it. --kustomize DIR checks
+    the objects a kustomization builds (alone, when no FILES or -f are given with it).
     """
+    from workflows.cluster_cli import kustomize_documents
     from workflows.render import render as render_pipeline
     from workflows.spec import load_spec
     from workflows.validation import SchemaRegistry, validate_documents, validate_files
 
     registry = SchemaRegistry.load(schemas_dir, crd_paths)
+    problems = []
+    count = 0
+    for directory in kustomize_dirs:
+        built = kustomize_documents(directory)
+        problems += validate_documents(built, registry, allowed)
+        count += len(built)
     if files:
-        problems = validate_files(files, registry, allowed)
-        count = len(files)
-    else:
+        problems += validate_files(files, registry, allowed)
+        count += len(files)
+    elif spec_paths or not kustomize_dirs:
         from workflows.pipelines import discover
 
         specs = list(spec_paths) or sorted(Path("releases").glob("*.yaml"))
@@ -166,8 +184,8 @@ def lint(
             for path in specs
             for name in discover()
         ]
-        problems = validate_documents(docs, registry, allowed)
-        count = len(docs)
+        problems += validate_documents(docs, registry, allowed)
+        count += len(docs)
     if problems:
         raise ValidationFailed([str(p) for p in problems])
     click.echo(f"ok: {count} checked (Argo schema from {registry.origin})", err=True)
@@ -434,6 +452,7 @@ def demo(spec_path: Path, workdir: Path) -> None:
 main.add_command(eval_group)
 main.add_command(canary_group)
 main.add_command(local_group)
+main.add_command(cluster_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -453,7 +453,13 @@ class ReleaseSpec(_Section):
         default="ghcr.io/llmflow/steps:0.1.0",
         description="image with llmflow installed, that every step runs in",
     )
-    service_account: str = Field(default="llmflow-pipeline")
+    service_account: str = Field(
+        default="llmflow",
+        description="prefix of the service accounts: each pipeline runs as "
+        "`<service_account>-<pipeline>` (llmflow-deploy), vLLM pods as "
+        "`<service_account>-serving`, training pods as `<service_account>-training`; "
+        "`llmflow cluster render` creates them",
+    )
     storage: StorageSpec = StorageSpec()
     model: ModelSpec
     finetune: FinetuneSpec | None = None

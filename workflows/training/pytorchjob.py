@@ -19,7 +19,7 @@ from kubernetes.client import (
     V1PodTemplateSpec,
 )
 
-from workflows._common import cache_volume
+from workflows._common import TRAINING_ACCOUNT, cache_volume, service_account
 from workflows.spec import ReleaseSpec
 from workflows.training.pod import (
     TrainerCommand,
@@ -51,7 +51,7 @@ def build_pytorchjob(
             volumes=[cache_volume(spec).model_dump(by_alias=True, exclude_none=True)],
             node_selector=ft.node_pool.node_selector or None,
             tolerations=tolerations(ft) or None,
-            service_account_name=spec.service_account,
+            service_account_name=service_account(spec, TRAINING_ACCOUNT),  # bound to no Role
         ),
     )
     template = serialise(pod)
