@@ -262,7 +262,10 @@ def releases(
         yield out
     finally:
         client.stop()
-        subprocess.run([LLMFLOW, "local", "down", "--root", str(root)], timeout=120, check=False)
+        stopped = subprocess.run(
+            [LLMFLOW, "local", "--root", str(root), "down"], timeout=120, capture_output=True
+        )
+        assert stopped.returncode == 0, stopped.stderr
 
 
 def test_the_first_release_is_deployed_directly(releases: dict[str, Any]) -> None:
