@@ -102,12 +102,12 @@ def analyse_stage(
         settle_s: Wait before reading metrics, so the last requests are scraped (two scrape
             intervals).
     """
-    started = time.monotonic()
     max_looks = 1 + extensions
     level = 1.0 - (1.0 - policy.confidence) / max_looks
     warm_up(urls, prompts, settings)
     if metrics is not None:
-        time.sleep(settle_s)  # the warm-up's requests fall before the window Prometheus reads
+        time.sleep(settle_s)  # the warm-up's last requests are scraped before the window opens
+    started = time.monotonic()
     records: tuple[list[dict[str, object]], list[dict[str, object]]] = ([], [])
     records_dir.mkdir(parents=True, exist_ok=True)
     looks = 0
@@ -143,8 +143,8 @@ def analyse_stage(
         canary=arms[1],
     )
     if metrics is not None:
-        time.sleep(settle_s)
-        _add_live(result, metrics(time.monotonic() - started + settle_s), versions, policy)
+        time.sleep(settle_s)  # the batches' last requests are scraped
+        _add_live(result, metrics(time.monotonic() - started), versions, policy)
     return result
 
 

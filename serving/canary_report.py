@@ -1,10 +1,10 @@
 """The canary report: per stage, a JSON of the decision and its evidence, and a chart.
 
 The chart plots time to first token against prompt length for both versions (each request a
-point, the median per length stratum a line), because that is the comparison the judge makes:
-a canary that merely got longer prompts sits on the stable line, a prefill regression rises
-above it at the long end. The title carries the verdict, so the Argo UI's artifact view tells
-the story at a glance.
+point, the median per length stratum a line): the comparison at equal prompt length that the
+judge makes for each latency metric of its policy. A canary that merely got longer prompts
+sits on the stable line, a prefill regression rises above it at the long end. The title
+carries the verdict, so the Argo UI's artifact view tells the story at a glance.
 """
 
 from __future__ import annotations

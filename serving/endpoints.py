@@ -73,8 +73,15 @@ def resolve(url: str) -> str:
         return url
     entry = services[key]
     endpoints = entry.get("endpoints") or []
-    if parts.port is not None and str(parts.port) in (entry.get("ports") or {}):
-        endpoints = entry["ports"][str(parts.port)]
+    ports = entry.get("ports") or {}
+    if parts.port is not None and ports:
+        if str(parts.port) not in ports:
+            known = ", ".join(p for p in ports if p.isdigit()) or "none"
+            raise NoEndpoints(
+                f"Service {key} has no port {parts.port} (its ports: {known}); "
+                "use one of them in the URL"
+            )
+        endpoints = ports[str(parts.port)]
     if not endpoints:
         raise NoEndpoints(
             f"Service {key} has no ready endpoint (services map {path}); its pods are not "

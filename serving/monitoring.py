@@ -1,7 +1,8 @@
 """What keeps a served model observed and available: ServiceMonitor, PodDisruptionBudget, HPA.
 
 The canary judge reads vLLM's metrics from Prometheus by version and track, so scraping is
-part of serving, not an add-on; the budget and the autoscaler protect each track on its own.
+part of serving, not an add-on. The budget and the autoscaler are built per track; the deploy
+pipeline gives them to stable, the version users are served by (a canary lives minutes).
 """
 
 from __future__ import annotations

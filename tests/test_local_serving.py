@@ -330,6 +330,10 @@ def test_resolve_rewrites_service_urls_from_the_map(
     assert resolve("http://example.com/v1") == "http://example.com/v1"
     with pytest.raises(NoEndpoints, match="tiny-llama-stable.llmflow has no ready endpoint"):
         resolve("http://tiny-llama-stable.llmflow:8000/v1/models")
+    ports = {"8000": ["127.0.0.1:4242"], "http": ["127.0.0.1:4242"]}
+    path.write_text(json.dumps({"tiny-llama-canary.llmflow": {"port": 8000, "ports": ports}}))
+    with pytest.raises(NoEndpoints, match=r"has no port 9000 \(its ports: 8000\)"):
+        resolve("http://tiny-llama-canary.llmflow:9000/v1/models")
 
 
 def test_rolling_update_scaling_and_crash_loop(stand_in: tuple[LocalPlatform, Path]) -> None:

@@ -140,7 +140,11 @@ def _deploy(
 ) -> dict[str, str]:
     """Serve the base model, then canary the fine-tuned one; ask the gateway a question."""
     from serving.labels import served_name
-    from workflows.local.kinds.overview import status
+    from workflows.local.kinds.overview import down, status
+
+    # A demo starts from nothing served: what an earlier demo left running goes first.
+    for line in down(root):
+        console.print(line, highlight=False)
 
     releases = [
         ("first release (no stable version yet): the base model", spec.model.source),

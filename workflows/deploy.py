@@ -77,6 +77,11 @@ def deploy_parameters(spec: ReleaseSpec) -> list[Parameter]:
             name="probe-max-tokens", value=str(probe.max_tokens), description="tokens per answer"
         ),
         Parameter(
+            name="probe-timeout",
+            value=f"{probe.timeout_seconds:g}",
+            description="seconds one probe request may take",
+        ),
+        Parameter(
             name="extensions",
             value=str(sv.canary.extensions),
             description="extra probe batches when a stage is INCONCLUSIVE, before rolling back",
@@ -231,7 +236,8 @@ def build(spec: ReleaseSpec) -> Workflow:
             deploy_canary(arguments=weights_args, when=f"{MODE} == canary", depends="plan-rollout")
             apply_canary_service(when=f"{MODE} == canary", depends="plan-rollout")
             previous = "deploy-canary.Succeeded && apply-service-canary.Succeeded"
-            analyses = []
+            # A task that failed or errored (pod evicted, executor error) before promotion.
+            failures = ["deploy-canary.Failed", "deploy-canary.Errored"]
             for index, stage in enumerate(sv.canary.stages):
                 weights[stage](name=f"stage-{stage}", depends=previous)
                 analyse_canary(
@@ -249,6 +255,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                         "requests": param(workflow, "probe-requests"),
                         "concurrency": param(workflow, "probe-concurrency"),
                         "max-tokens": param(workflow, "probe-max-tokens"),
+                        "timeout": param(workflow, "probe-timeout"),
                         "extensions": param(workflow, "extensions"),
                         "policy": param(workflow, "policy"),
                         "offset": str(index * sv.probe.requests * (1 + sv.canary.extensions)),
@@ -256,7 +263,11 @@ def build(spec: ReleaseSpec) -> Workflow:
                     },
                 )
                 previous = f"analyse-{stage}.Succeeded"
-                analyses.append(f"analyse-{stage}.Failed")
+                failures.extend(
+                    f"{task}.{phase}"
+                    for task in (f"stage-{stage}", f"analyse-{stage}")
+                    for phase in ("Failed", "Errored")
+                )
 
             # Every stage passed: stable becomes the new version, then the canary goes.
             deploy_stable(name="promote", arguments=weights_args, depends=previous)
@@ -265,8 +276,7 @@ def build(spec: ReleaseSpec) -> Workflow:
             remove_canary_service(name="retire-canary-service", depends="route-promoted.Succeeded")
 
             # A canary that failed to start or to pass: stable takes all traffic back.
-            failed = " || ".join(["deploy-canary.Failed", *analyses])
-            route_stable(name="rollback", depends=failed)
+            route_stable(name="rollback", depends=" || ".join(failures))
             remove_canary(name="rollback-canary", depends="rollback.Succeeded")
             remove_canary_service(name="rollback-canary-service", depends="rollback.Succeeded")
     return workflow

@@ -32,7 +32,11 @@ def local_group(ctx: click.Context, root: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for machines.")
 @click.pass_obj
 def local_status(root: Path, as_json: bool) -> None:
-    """List serving objects, their processes, the gateway and Prometheus URLs."""
+    """List serving objects, their processes, the gateway and Prometheus URLs.
+
+    Like every look at the platform, it reconciles first, as the controllers would: a pod
+    whose process died is restarted, and a rollout in progress moves on.
+    """
     from workflows.local.kinds.overview import status
 
     report = status(root)

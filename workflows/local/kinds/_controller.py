@@ -142,7 +142,7 @@ class Controller:
         pid = pod.get("pid")
         if pid and not _pods.alive(pid, pod.get("ticks")):
             code = _pods.exit_code(pid)
-            _pods.signal_group(pid, signal.SIGKILL)  # what the dead leader left behind
+            _kill_leftovers(pid)  # what the dead leader left behind
             if pod.get("ready"):
                 self.routing_changed = True
             if not pod.get("readySince"):
@@ -201,7 +201,7 @@ class Controller:
         pid = pod.get("pid")
         if not pid or not _pods.group_alive(pid) or not _pods.alive(pid, pod.get("ticks")):
             if pid:
-                _pods.signal_group(pid, signal.SIGKILL)
+                _kill_leftovers(pid)
             self.pods.remove(pod)
             self.handler.probes.pop(pod["name"], None)
             (self.folder / f"{pod['name']}.log").unlink(missing_ok=True)
@@ -472,3 +472,14 @@ def _count(value: Any, replicas: int, round_up: bool) -> int:
         share = float(value[:-1]) / 100 * replicas
         return int(-(-share // 1)) if round_up else int(share)
     return int(value)
+
+
+def _kill_leftovers(pid: int) -> None:
+    """Kill what is left of a pod whose leader process is gone (vLLM's engine and workers).
+
+    Only when no process has the leader's pid: Linux hands out a pid again only once no
+    group uses it as its id, so a live process with that pid (not ours: its start differs)
+    means our group is empty, and the group with that id is somebody else's.
+    """
+    if not Path(f"/proc/{pid}").exists():
+        _pods.signal_group(pid, signal.SIGKILL)
