@@ -321,7 +321,7 @@ def test_a_config_regression_is_rolled_back_on_latency(releases: dict[str, Any])
     data = _rolled_back(releases["slow"], "analyse-50")
     assert data["verdict"] == "FAIL"
     failed = [name for name, c in data["probe"]["checks"].items() if c["verdict"] == "FAIL"]
-    assert any(name.startswith("e2e") for name in failed), failed
+    assert any(name.startswith(("ttft", "e2e")) for name in failed), failed
 
 
 def test_an_unreachable_prometheus_rolls_back_with_the_reason(releases: dict[str, Any]) -> None:
