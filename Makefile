@@ -16,7 +16,7 @@ VLLM_VERSION := 0.32.0
 S3RVER_VERSION := 3.7.1
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint golden clean
+.PHONY: setup test demo lint golden lock clean
 
 setup: $(STAMP) $(VLLM)/.installed
 
@@ -28,6 +28,12 @@ $(STAMP): pyproject.toml Makefile
 	@# nginx, prometheus: the local gateway and scraping of `llmflow run` (tests/test_local_serving.py).
 	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v prometheus >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx prometheus; }
+	@# buildah, skopeo, docker-registry, busybox: `llmflow run build-images` builds and pushes to a
+	@# local registry on a stand-in base image (tests/test_build_images.py).
+	@command -v buildah >/dev/null && command -v skopeo >/dev/null && command -v busybox >/dev/null && \
+		test -x /usr/bin/docker-registry || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			buildah skopeo docker-registry busybox-static fuse-overlayfs; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.
@@ -68,6 +74,15 @@ lint: setup
 # Rewrite the golden files after an intended change to a pipeline (never under CI).
 golden: setup
 	REGENERATE=1 $(BIN)/python -m pytest tests/test_golden.py
+
+# Pin the steps image's dependencies (steps/requirements.lock) to what the project resolves to.
+lock:
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/python -m pip install -q 'torch==2.13.0'
+	$(VENV)/lock/bin/python -m pip install -q '.[model,eval]'
+	{ sed -n '1,3p' steps/requirements.lock; $(VENV)/lock/bin/python -m pip freeze --exclude torch --exclude llmflow; } > steps/requirements.lock.new
+	mv steps/requirements.lock.new steps/requirements.lock
+	rm -rf $(VENV)/lock
 
 clean:
 	rm -rf $(VENV) .llmflow

@@ -138,7 +138,9 @@ def test_bad_spec_is_an_error_before_anything_is_written(cli, tmp_path) -> None:
 def test_unknown_pipeline(cli) -> None:
     result = CliRunner().invoke(main, ["render", "nope", "-f", SPEC])
     assert result.exit_code == 2
-    assert "known pipelines: deploy, evaluate, fetch-weights, finetune" in result.output
+    assert (
+        "known pipelines: build-images, deploy, evaluate, fetch-weights, finetune" in result.output
+    )
 
 
 def test_submit_sends_a_valid_create_request(cli, schemas_dir) -> None:

@@ -79,6 +79,25 @@ def _print(report: dict[str, Any]) -> None:
         click.echo(f"try: {report['curl']}")
 
 
+@local_group.command("base-image")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".llmflow/bases/python.tar"),
+    show_default=True,
+    help="Where the OCI archive goes (releases/tiny.yaml names this path).",
+)
+def local_base_image(out: Path) -> None:
+    """Write a stand-in Python base image (OCI archive) for local image builds.
+
+    Made from scratch with buildah out of this machine's CPython, for builds where the public
+    base images cannot be pulled; name it as `images.<name>.base: oci-archive:PATH`.
+    """
+    from workflows.local.bases import build_python_base
+
+    click.echo(f"wrote {build_python_base(out)}")
+
+
 @local_group.command("down")
 @click.pass_obj
 def local_down(root: Path) -> None:

@@ -27,9 +27,10 @@ from typing import Any
 from workflows.exceptions import InvalidWorkflow, RunError
 from workflows.local import dag, leaves, outputs, retries, steps
 from workflows.local.expressions import substitute, substitute_all
+from workflows.local.git import load_git_inputs
 from workflows.local.images import ImageMap, entrypoint
 from workflows.local.limits import Gate, OpenGate
-from workflows.local.paths import PathMapper, local_volumes, mapper_for
+from workflows.local.paths import PathMapper, local_volumes, mapper_for, pod_volumes
 from workflows.local.platform import LocalPlatform
 from workflows.local.scope import ABSENT, Scope
 from workflows.local.store import DEFAULT_ROOT, DONE, FAILED, Node, RunStore, node_type, now
@@ -458,7 +459,8 @@ class Run:
                 raise RunError(f"{where}: input {p['name']} = {value!r} is not one of {p['enum']}")
         for a in (template.get("inputs") or {}).get("artifacts") or []:
             source = arguments.get("artifacts", {}).get(a["name"])
-            if not source and not a.get("optional"):
+            # A git artifact has a location of its own; an argument replaces it (ProcessArgs).
+            if not source and not a.get("optional") and not a.get("git"):
                 raise RunError(f"{where}: inputs.artifacts.{a['name']} was not supplied")
             if source:
                 artifacts[a["name"]] = source
@@ -511,6 +513,15 @@ class Run:
             body = resolved.get("container") or resolved.get("script") or {}
             command = body.get("command") or entrypoint(self.images, str(body.get("image", "")))
             with self.pod_slots:
+                try:  # the init container's part: a failure is its Error (operator.go)
+                    load_git_inputs(
+                        declared, inputs["artifacts"], mapper.local, self.env, self.tracking
+                    )
+                except RunError:
+                    if not self.stopping.is_set():
+                        raise
+                    node.phase, node.message = "Failed", self.stop_reason
+                    return
                 leaves.run_process(self, node, resolved, mapper, command or [])
             # Argo's wait container saves outputs whether or not main succeeded
             # (executor/postmain.go): a failed step's report is still an artifact.
@@ -548,7 +559,9 @@ class Run:
 
     def _mapper(self, node: Node, template: dict[str, Any]) -> PathMapper:
         body = template.get("container") or template.get("script") or {}
-        mapper = mapper_for(body, self.volumes, self.store.node_dir(node.id) / "fs")
+        node_dir = self.store.node_dir(node.id)
+        volumes = pod_volumes(self.platform, self.volumes, self.spec, template, node_dir)
+        mapper = mapper_for(body, volumes, node_dir / "fs")
         declared = template.get("outputs") or {}
         for p in declared.get("parameters") or []:
             path = (p.get("valueFrom") or {}).get("path")

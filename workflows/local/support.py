@@ -63,7 +63,7 @@ UNSUPPORTED = {
     "plugin": "plugin templates (executor plugins)",
     "memoize": "memoization",
     "s3": "S3 artifacts (use a parameter with the URI)",
-    "git": "git artifacts",
+    "git": "git artifacts outside a container or script template's inputs.artifacts",
     "http_artifact": "http artifacts",
     "raw": "raw artifacts",
     "artifactRepositoryRef": "artifact repositories",
@@ -95,8 +95,25 @@ _ARTIFACT = {
     "optional": LEAF,
     "subPath": LEAF,
 }
-_ARGUMENTS = {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]}
 _KEY_REF = {"name": LEAF, "key": LEAF, "optional": LEAF}
+#: A git input artifact (git.py); the credential fields are accepted and ignored: git runs
+#: with the user's own credentials.
+_GIT = {
+    "repo": LEAF,
+    "revision": LEAF,
+    "depth": LEAF,
+    "fetch": [LEAF],
+    "singleBranch": LEAF,
+    "branch": LEAF,
+    "disableSubmodules": LEAF,
+    "usernameSecret": _KEY_REF,
+    "passwordSecret": _KEY_REF,
+    "sshPrivateKeySecret": _KEY_REF,
+    "insecureIgnoreHostKey": LEAF,
+    "insecureSkipTLS": LEAF,
+}
+_INPUT_ARTIFACT = {**_ARTIFACT, "git": _GIT}
+_ARGUMENTS = {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]}
 _ENV = {
     "name": LEAF,
     "value": LEAF,
@@ -121,6 +138,18 @@ _TASK = {
     "withSequence": {"count": LEAF, "start": LEAF, "end": LEAF, "format": LEAF},
     "continueOn": {"failed": LEAF, "error": LEAF},
 }
+_VOLUME = {
+    "name": LEAF,
+    "persistentVolumeClaim": {"claimName": LEAF},
+    "hostPath": {"path": LEAF, "type": LEAF},
+    "emptyDir": {"medium": LEAF},
+    "secret": {
+        "secretName": LEAF,
+        "optional": LEAF,
+        "defaultMode": LEAF,
+        "items": [{"key": LEAF, "path": LEAF, "mode": LEAF}],
+    },
+}
 _SYNC = {"mutexes": [{"name": LEAF, "namespace": LEAF}]}
 _RETRY = {
     "limit": LEAF,
@@ -130,7 +159,7 @@ _RETRY = {
 }
 _TEMPLATE = {
     "name": LEAF,
-    "inputs": {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]},
+    "inputs": {"parameters": [_PARAMETER], "artifacts": [_INPUT_ARTIFACT]},
     "outputs": {"parameters": [_PARAMETER], "artifacts": [_ARTIFACT]},
     "dag": {
         "tasks": [{**_TASK, "dependencies": [LEAF], "depends": LEAF}],
@@ -151,7 +180,7 @@ _TEMPLATE = {
     "activeDeadlineSeconds": LEAF,
     "synchronization": _SYNC,
     "metadata": {},
-    "volumes": [LEAF],
+    "volumes": [_VOLUME],
     "parallelism": LEAF,
     "failFast": LEAF,
 }
@@ -168,14 +197,7 @@ _WORKFLOW = {
         "synchronization": _SYNC,
         "retryStrategy": _RETRY,
         "parallelism": LEAF,
-        "volumes": [
-            {
-                "name": LEAF,
-                "persistentVolumeClaim": {"claimName": LEAF},
-                "hostPath": {"path": LEAF, "type": LEAF},
-                "emptyDir": {"medium": LEAF},
-            }
-        ],
+        "volumes": [_VOLUME],
     },
 }
 
@@ -212,6 +234,7 @@ def check_supported(workflow: Any, images: Mapping[str, list[str]] | None = None
                 f"{where}: needs exactly one of dag, steps, container, script, resource, "
                 f"suspend; has {kinds or 'none'}"
             )
+        problems.extend(_git_problems(template, f"spec.templates[{i}]"))
         body = template.get("container") or template.get("script")
         if isinstance(body, dict) and not body.get("command"):
             image = str(body.get("image", ""))
@@ -228,6 +251,28 @@ def check_supported(workflow: Any, images: Mapping[str, list[str]] | None = None
             + "\n  ".join(problems)
             + "\nsee README, 'The local engine', for what runs locally"
         )
+
+
+def _git_problems(template: dict[str, Any], where: str) -> list[str]:
+    """Git input artifacts the engine could not clone: off a pod, or with nowhere to go."""
+    problems = []
+    leaf = "container" in template or "script" in template
+    for j, artifact in enumerate((template.get("inputs") or {}).get("artifacts") or []):
+        git = artifact.get("git") if isinstance(artifact, dict) else None
+        if not isinstance(git, dict):
+            continue
+        field = f"{where}.inputs.artifacts[{j}]"
+        if not leaf:
+            problems.append(
+                f"{field}.git: git artifacts load only into a container or script template "
+                f"locally, not into {template.get('name')!r}; move the git artifact to the "
+                "inputs of the step that reads it"
+            )
+        if not git.get("repo"):
+            problems.append(f"{field}.git.repo is required: the URL or path of the repository")
+        if not artifact.get("path"):
+            problems.append(f"{field}.path is required: where the clone goes in the container")
+    return problems
 
 
 def _walk(value: Any, shape: Any, path: str, problems: list[str]) -> None:
