@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@command -v buildah >/dev/null && command -v skopeo >/dev/null && command -v busybox >/dev/null && \
 		test -x /usr/bin/docker-registry || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			buildah skopeo docker-registry busybox-static fuse-overlayfs; }
+			buildah skopeo docker-registry busybox-static; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.
