@@ -39,10 +39,9 @@ ARCHIVE = "oci-archive:"
 
 #: The Secret volume of registry credentials (optional: a registry may need none).
 AUTH_VOLUME = "registry-auth"
-_AUTH = dict(
-    env=[m.EnvVar(name="REGISTRY_AUTH_FILE", value=AUTH_FILE)],
-    volume_mounts=[m.VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_MOUNT, read_only=True)],
-)
+AUTH_ENV = [m.EnvVar(name="REGISTRY_AUTH_FILE", value=AUTH_FILE)]
+AUTH_MOUNTS = [m.VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_MOUNT, read_only=True)]
+_AUTH = dict(env=AUTH_ENV, volume_mounts=AUTH_MOUNTS)
 
 
 def source_artifact() -> m.Artifact:

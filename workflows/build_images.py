@@ -21,8 +21,8 @@ from hera.workflows import DAG, Container, Parameter, Workflow
 from hera.workflows import models as m
 
 from steps.images import (
-    AUTH_FILE,
-    AUTH_MOUNT,
+    AUTH_ENV,
+    AUTH_MOUNTS,
     AUTH_VOLUME,
     plan_images,
     record_images,
@@ -111,7 +111,6 @@ def build(spec: ReleaseSpec) -> Workflow:
             "the build-images pipeline needs an 'images' section in the release spec "
             "(registry, source); see releases/tiny.yaml"
         )
-    auth_env = [m.EnvVar(name="REGISTRY_AUTH_FILE", value=AUTH_FILE)]
     with new_workflow(spec, NAME, build_parameters(spec)) as workflow:
         workflow.volumes = [
             m.Volume(
@@ -133,7 +132,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                 source_artifact(),
             ],
             env=[
-                *auth_env,
+                *AUTH_ENV,
                 m.EnvVar(name="DOCKERFILE", value="{{inputs.parameters.dockerfile}}"),
                 m.EnvVar(name="REF", value="{{inputs.parameters.ref}}"),
                 m.EnvVar(name="BUILD_ARGS", value="{{inputs.parameters.build-args}}"),
@@ -142,7 +141,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                 m.EnvVar(name="BUILDAH_ISOLATION", value="chroot"),
                 m.EnvVar(name="STORAGE_DRIVER", value=param(workflow, "storage-driver")),
             ],
-            volume_mounts=[m.VolumeMount(name=AUTH_VOLUME, mount_path=AUTH_MOUNT, read_only=True)],
+            volume_mounts=AUTH_MOUNTS,
             outputs=[
                 Parameter(
                     name="digest",
