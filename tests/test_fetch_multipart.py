@@ -1,4 +1,8 @@
-"""Multipart ETags (`<md5>-<parts>`), as AWS and moto's server list them, verified end to end."""
+"""Store checksums as AWS and moto's server list them, verified end to end.
+
+Multipart ETags (`<md5>-<parts>`) and S3's additional checksums (full-object CRCs, which a
+single-part upload always has and a multipart upload has when S3 says FULL_OBJECT).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from steps.errors import IntegrityError
-from steps.weights.checksum import MiB
+from steps.weights.cache import CacheEntry
+from steps.weights.checksum import MiB, chunk_hasher, combine_chunks, file_checksum
 from steps.weights.fetch import fetch_model
 from steps.weights.partial import PartialFile
 from steps.weights.plan import plan_file
@@ -85,3 +90,73 @@ def test_a_checksum_mismatch_discards_the_file(tmp_path: Path) -> None:
         partial.finish()
     assert not (tmp_path / "entry" / "w.bin").exists()
     assert not any((tmp_path / "entry" / ".staging").iterdir())
+
+
+def _upload(endpoint: str, folder: Path, files: dict[str, bytes], **extra: str) -> None:
+    import boto3
+
+    client = boto3.session.Session().client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="models")
+    for name, data in files.items():
+        client.put_object(Bucket="models", Key=f"m/{name}", Body=data, **extra)
+
+
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C", "CRC32"])
+def test_store_crcs_replace_the_md5(tmp_path: Path, moto: str, algorithm: str) -> None:
+    data = hashlib.sha256(algorithm.encode()).digest() * (3 * MiB // 32 + 7)
+    _upload(moto, tmp_path, {"w.bin": data, "config.json": b"{}"}, ChecksumAlgorithm=algorithm)
+
+    source = open_source("s3://models/m")
+    listed = source.list_files()
+    assert all(not f.checksum for f in listed)  # the listing stays one call: no HEADs on a hit
+    enriched = source.with_checksums(listed)
+    crc = {f.path: f.checksum for f in enriched}
+    assert crc["w.bin"].startswith(algorithm.lower() + ":")
+    plan = plan_file(next(f for f in enriched if f.path == "w.bin"), MiB)
+    assert plan.checked and plan.per_chunk and plan.algorithm == algorithm.lower()
+
+    result = fetch_model("s3://models/m", tmp_path / "cache", "m", chunk_size=MiB, progress=False)
+    assert tree_bytes(result.path) == {"w.bin": data, "config.json": b"{}"}
+    manifest = CacheEntry(tmp_path / "cache", "m", result.digest).read_manifest()
+    assert manifest is not None
+    [record] = [f for f in manifest.files if f.path == "w.bin"]
+    assert record.algorithm == algorithm.lower()
+    assert f"{record.algorithm}:{record.checksum}" == crc["w.bin"]
+    assert file_checksum(result.path / "w.bin", record.algorithm) == record.checksum
+
+
+def test_a_crc_mismatch_discards_the_file(tmp_path: Path) -> None:
+    data = b"weights" * 300_000
+    path = tmp_path / "other"
+    path.write_bytes(b"other" + data[5:])
+    wrong = RemoteFile("w.bin", len(data), "v1", "crc64nvme:" + file_checksum(path, "crc64nvme"))
+    plan = plan_file(wrong, 256 * 1024)
+    partial = PartialFile(plan, tmp_path / "entry" / "w.bin", tmp_path / "entry" / ".staging")
+    partial.open()
+
+    for chunk in plan.chunks:
+        block = memoryview(data)[chunk.offset : chunk.offset + chunk.length]
+        hasher = chunk_hasher(plan.algorithm)
+        hasher.update(block)
+        partial.write(chunk.offset, block)
+        partial.record(chunk, hasher.digest())
+    with pytest.raises(IntegrityError, match="crc64nvme .* the file was discarded"):
+        partial.finish()
+    assert not (tmp_path / "entry" / "w.bin").exists()
+
+
+def test_chunk_crcs_combine_to_the_whole_file_crc(tmp_path: Path) -> None:
+
+    data = hashlib.sha256(b"x").digest() * 100_003
+    path = tmp_path / "w"
+    path.write_bytes(data)
+    for algorithm in ("crc64nvme", "crc32c", "crc32"):
+        plan = plan_file(RemoteFile("w", len(data), "v", f"{algorithm}:00"), 1_000_000)
+        digests = []
+        for chunk in plan.chunks:
+            hasher = chunk_hasher(algorithm)
+            hasher.update(data[chunk.offset : chunk.offset + chunk.length])
+            digests.append(hasher.digest())
+        combined = combine_chunks(algorithm, digests, [c.length for c in plan.chunks])
+        assert combined == file_checksum(path, algorithm)
+        assert combined == file_checksum(path, algorithm, 1_000_003)

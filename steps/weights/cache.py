@@ -26,7 +26,7 @@ from typing import Literal
 
 from filelock import FileLock, Timeout
 
-from steps.weights.checksum import file_etag
+from steps.weights.checksum import ETAG_MD5, ETAG_PARTS, file_checksum
 from steps.weights.sources import RemoteFile
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,11 @@ class CachedFile:
         path: Relative path inside the entry.
         size: Size in bytes.
         etag: The source's tag for this file when it was fetched.
-        checksum: The file's checksum in S3 ETag form, recomputable with `part_size`.
-        part_size: 0 for a whole-file MD5, else the part size of the multipart form.
+        checksum: The file's checksum in `algorithm`, recomputable with `part_size`.
+        part_size: The part size of a multipart ETag (`md5-parts`), else 0.
         mtime_ns: Modification time after the file was written, for cheap `stat` checks.
+        algorithm: The checksum's algorithm (`steps.weights.checksum`); "" in entries written
+            before algorithms were recorded, whose checksums are S3 ETags.
     """
 
     path: str
@@ -62,17 +64,28 @@ class CachedFile:
     checksum: str
     part_size: int
     mtime_ns: int
+    algorithm: str = ""
+
+    @property
+    def checksum_algorithm(self) -> str:
+        """The algorithm `checksum` is in."""
+        return self.algorithm or (ETAG_PARTS if self.part_size else ETAG_MD5)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a complete cache entry holds."""
+    """What a complete cache entry holds.
+
+    `revision` is the exact version of the source that was listed (a Hub commit sha), so a
+    moving name such as `main` in the source URI still says what the entry holds.
+    """
 
     source: str
     digest: str
     files: list[CachedFile]
     created_at: float
     format: int = MANIFEST_FORMAT
+    revision: str = ""
 
     def to_json(self) -> str:
         """Serialise for the manifest file."""
@@ -154,7 +167,7 @@ class CacheEntry:
             return False
         if mode == "stat" and stat.st_mtime_ns == cached.mtime_ns:
             return True
-        return file_etag(path, cached.part_size) == cached.checksum
+        return file_checksum(path, cached.checksum_algorithm, cached.part_size) == cached.checksum
 
     def invalidate(self, damaged: list[CachedFile]) -> None:
         """Mark the entry incomplete (manifest first), then drop the damaged files."""
@@ -173,13 +186,19 @@ class CacheEntry:
         os.replace(tmp, self.manifest_path)
         _fsync_dir(self.meta)
 
-    def new_manifest(self, source: str, files: list[CachedFile]) -> Manifest:
+    def new_manifest(self, source: str, files: list[CachedFile], revision: str = "") -> Manifest:
         """A manifest for this entry, stamping each file's current modification time."""
         stamped = [
             CachedFile(**{**asdict(f), "mtime_ns": (self.path / f.path).stat().st_mtime_ns})
             for f in files
         ]
-        return Manifest(source=source, digest=self.digest, files=stamped, created_at=time.time())
+        return Manifest(
+            source=source,
+            digest=self.digest,
+            files=stamped,
+            created_at=time.time(),
+            revision=revision,
+        )
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Parallel ranged downloads: many chunks in flight, each streamed socket -> MD5 -> disk.
+"""Parallel ranged downloads: many chunks in flight, each streamed socket -> digest -> disk.
 
 Workers share one queue of chunks across all files, so a model of many shards and a model of
 one huge file both keep every connection busy. A chunk that fails is retried a few times with
@@ -8,13 +8,13 @@ run to resume from.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from steps.errors import TransferError
+from steps.weights.checksum import chunk_hasher
 from steps.weights.partial import PartialFile
 from steps.weights.plan import Chunk
 from steps.weights.sources import RangeReader, Source
@@ -97,17 +97,17 @@ class Downloader:
             self._on_file_done(partial, partial.finish())
 
     def _stream(self, partial: PartialFile, chunk: Chunk) -> bytes | None:
-        """Move one chunk in one request; part digests are computed while blocks are in memory."""
+        """Move one chunk in one request; chunk digests are computed while blocks are in memory."""
         reader = self._reader()
-        md5 = hashlib.md5() if partial.plan.part_size else None
+        hasher = chunk_hasher(partial.plan.algorithm) if partial.plan.per_chunk else None
         moved = 0
 
         def sink(offset: int, block: memoryview) -> None:
             nonlocal moved
             if self._stop.is_set():
                 raise TransferError("stopped: another chunk failed")
-            if md5 is not None:
-                md5.update(block)
+            if hasher is not None:
+                hasher.update(block)
             partial.write(offset, block)
             moved += len(block)
             self._on_bytes(len(block))
@@ -119,4 +119,4 @@ class Downloader:
         except TransferError:
             self._on_bytes(-moved)  # the chunk restarts from its beginning
             raise
-        return md5.digest() if md5 is not None else None
+        return hasher.digest() if hasher is not None else None

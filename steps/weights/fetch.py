@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from steps.errors import SourceError, StepError
 from steps.weights.cache import CachedFile, CacheEntry, Verify, listing_digest
-from steps.weights.checksum import MiB, file_etag
+from steps.weights.checksum import MiB, file_checksum
 from steps.weights.download import Downloader
 from steps.weights.partial import PartialFile
 from steps.weights.plan import FilePlan, plan_file
@@ -100,9 +100,10 @@ def fetch_model(
             entry.invalidate(damaged)
             intact = {f.path: f for f in manifest.files if f not in damaged}
 
-        plans = [plan_file(f, chunk_size) for f in files]
-        records = [intact[p.file.path] for p in plans if p.file.path in intact]
-        records += _reusable(entry, [p for p in plans if p.file.path not in intact])
+        records = [intact[f.path] for f in files if f.path in intact]
+        missing = src.with_checksums([f for f in files if f.path not in intact])
+        plans = [plan_file(f, chunk_size) for f in missing]
+        records += _reusable(entry, plans)
         done = {r.path for r in records}
         partials = [
             PartialFile(p, entry.path / p.file.path, entry.staging)
@@ -111,7 +112,7 @@ def fetch_model(
         ]
         _check_space(entry.path, source, sum(p.plan.file.size for p in partials))
         downloaded, resumed = _download(src, model, partials, records, concurrency, progress)
-        entry.write_manifest(entry.new_manifest(source, records))
+        entry.write_manifest(entry.new_manifest(source, records, src.resolved_revision()))
         shutil.rmtree(entry.staging, ignore_errors=True)
         return result(not partials, waited, downloaded, resumed)
 
@@ -132,7 +133,10 @@ def _download(
     def on_file_done(partial: PartialFile, checksum: str) -> None:
         f = partial.plan.file
         with lock:
-            records.append(CachedFile(f.path, f.size, f.etag, checksum, partial.plan.part_size, 0))
+            plan = partial.plan
+            records.append(
+                CachedFile(f.path, f.size, f.etag, checksum, plan.part_size, 0, plan.algorithm)
+            )
 
     for partial in partials:
         partial.open()
@@ -161,8 +165,10 @@ def _reusable(entry: CacheEntry, plans: list[FilePlan]) -> list[CachedFile]:
         path = entry.path / f.path
         if not plan.checked or not path.is_file() or path.stat().st_size != f.size:
             continue
-        if file_etag(path, plan.part_size) == f.etag:
-            kept.append(CachedFile(f.path, f.size, f.etag, f.etag, plan.part_size, 0))
+        if file_checksum(path, plan.algorithm, plan.part_size) == plan.expected:
+            kept.append(
+                CachedFile(f.path, f.size, f.etag, plan.expected, plan.part_size, 0, plan.algorithm)
+            )
     return kept
 
 

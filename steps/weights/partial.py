@@ -2,7 +2,8 @@
 
 The journal is append-only: one line per chunk, written after the chunk's bytes, so after a
 crash or a dropped connection every line names bytes that are on disk and the next run
-fetches only the rest. For whole-file MD5s a hasher follows the contiguous prefix of finished
+fetches only the rest; it also keeps each chunk's digest when the checksum is per chunk. For
+ordered hashes (whole-file MD5, SHA-256) a hasher follows the contiguous prefix of finished
 chunks, reading them back from the page cache, so checking ends just after the last chunk.
 The file gets its final name only after its size and checksum check out, by an atomic
 rename: a file under its final name is always a complete, checked file.
@@ -10,16 +11,27 @@ rename: a file under its final name is always a complete, checked file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
 
 from steps.errors import IntegrityError
-from steps.weights.checksum import combine
+from steps.weights.checksum import MiB, combine_chunks, ordered_hasher
 from steps.weights.plan import Chunk, FilePlan
 
-_HEADER = "llmflow-journal v1"
+_HEADER = "llmflow-journal v2"
+
+#: Read-back buffers of the prefix hashers, one per thread, reused: a fresh buffer per chunk
+#: would cost a page fault per 4 KiB.
+_READ_BACK = threading.local()
+_READ_BACK_BYTES = 4 * MiB
+
+
+def _read_back_buffer() -> memoryview:
+    buffer = getattr(_READ_BACK, "buffer", None)
+    if buffer is None:
+        buffer = _READ_BACK.buffer = memoryview(bytearray(_READ_BACK_BYTES))
+    return buffer
 
 
 class PartialFile:
@@ -34,7 +46,7 @@ class PartialFile:
         self._lock = threading.Condition()
         self._fd = -1
         self._journal_fd = -1
-        self._whole = hashlib.md5()
+        self._whole = None if plan.per_chunk else ordered_hasher(plan.algorithm, plan.file.size)
         self._hashed = 0  # chunks of the contiguous prefix fed to `_whole`
         self._hashing = False
 
@@ -52,7 +64,7 @@ class PartialFile:
         """Open (or create) the data file and journal, keeping what an earlier run finished."""
         self.data.parent.mkdir(parents=True, exist_ok=True)
         header = f"{_HEADER} size={self.plan.file.size} etag={self.plan.file.etag} "
-        header += f"part={self.plan.part_size}\n"
+        header += f"sum={self.plan.algorithm} part={self.plan.part_size}\n"
         self.done = self._read_journal(header) if self.data.exists() else {}
         if not self.done:
             self.journal.unlink(missing_ok=True)
@@ -88,23 +100,23 @@ class PartialFile:
             n = os.pwrite(self._fd, data, offset)
             data, offset = data[n:], offset + n
 
-    def record(self, chunk: Chunk, md5: bytes | None) -> bool:
-        """Journal a finished chunk (with its MD5 for multipart checksums).
+    def record(self, chunk: Chunk, digest: bytes | None) -> bool:
+        """Journal a finished chunk (with its digest when the checksum is per chunk).
 
         Returns:
             True when it was the file's last chunk.
         """
-        digest = md5.hex() if md5 is not None else "-"
-        os.write(self._journal_fd, f"{chunk.index} {chunk.length} {digest}\n".encode())
+        text = digest.hex() if digest is not None else "-"
+        os.write(self._journal_fd, f"{chunk.index} {chunk.length} {text}\n".encode())
         with self._lock:
-            self.done[chunk.index] = md5 or b""
+            self.done[chunk.index] = digest or b""
             last = len(self.done) == len(self.plan.chunks)
-        if self.plan.part_size == 0:
+        if self._whole is not None:
             self._follow()
         return last
 
     def _follow(self) -> None:
-        """Feed the whole-file MD5 with the finished prefix; one thread hashes at a time."""
+        """Feed the ordered hash with the finished prefix; one thread hashes at a time."""
         with self._lock:
             if self._hashing:
                 return
@@ -116,12 +128,23 @@ class PartialFile:
                     self._lock.notify_all()
                     return
                 chunk = self.plan.chunks[self._hashed]
-            self._whole.update(os.pread(self._fd, chunk.length, chunk.offset))
+            self._hash_range(chunk.offset, chunk.length)
             with self._lock:
                 self._hashed += 1
 
+    def _hash_range(self, offset: int, length: int) -> None:
+        assert self._whole is not None
+        buffer = _read_back_buffer()
+        end = offset + length
+        while offset < end:
+            n = os.preadv(self._fd, [buffer[: min(len(buffer), end - offset)]], offset)
+            if n == 0:
+                raise IntegrityError(f"{self.data}: shorter than expected while checking it")
+            self._whole.update(buffer[:n])
+            offset += n
+
     def _hash_all(self) -> None:
-        """Finish the whole-file MD5, also when another thread is still hashing."""
+        """Finish the ordered hash, also when another thread is still hashing."""
         while True:
             self._follow()  # chunks finished by an earlier run are hashed here too
             with self._lock:
@@ -133,27 +156,30 @@ class PartialFile:
         """Check size and checksum, then move the file to its final name.
 
         Returns:
-            The file's checksum in S3 ETag form.
+            The file's checksum in the plan's algorithm.
 
         Raises:
             IntegrityError: the bytes do not match the source; the partial state is removed so
                 the next run fetches the file afresh.
         """
-        if self.plan.part_size == 0:
+        plan = self.plan
+        if self._whole is None:
+            digests = [self.done[c.index] for c in plan.chunks]
+            checksum = combine_chunks(plan.algorithm, digests, [c.length for c in plan.chunks])
+        else:
             self._hash_all()
             checksum = self._whole.hexdigest()
-        else:
-            checksum = combine([self.done[c.index] for c in self.plan.chunks])
         size = os.fstat(self._fd).st_size
         os.fsync(self._fd)
         self.close()
-        expected = self.plan.file
-        if size != expected.size or (self.plan.checked and checksum != expected.etag):
+        expected = plan.file
+        if size != expected.size or (plan.checked and checksum != plan.expected):
             self.discard()
-            got = f"{size} bytes, checksum {checksum}"
+            got = f"{size} bytes, {plan.algorithm} {checksum}"
+            declared = f"{plan.algorithm} {plan.expected}" if plan.checked else "no checksum"
             raise IntegrityError(
                 f"{expected.path}: downloaded {got} but the source lists {expected.size} bytes, "
-                f"ETag {expected.etag}; the file was discarded, run again to re-fetch it"
+                f"{declared}; the file was discarded, run again to re-fetch it"
             )
         self.final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data, 0o644)

@@ -13,12 +13,14 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from steps.errors import IntegrityError, SourceError, TransferError
+from steps.weights.checksum import CRC_ALGORITHMS, etag_parts, s3_checksum
 from steps.weights.uri import SourceURI, parse_source_uri
 
 #: Receives each block of a range: (offset of the block in the file, the block).
@@ -34,12 +36,17 @@ class RemoteFile:
         size: Size in bytes.
         etag: The source's content tag. For S3 the object's ETag: the hex MD5 of the content, or
             for multipart uploads the MD5 of the parts' MD5s followed by `-<parts>`. For local
-            files, size and modification time (a version tag, not a checksum).
+            files, size and modification time (a version tag, not a checksum). The cache's
+            digest is made of paths, sizes and these tags.
+        checksum: A checksum beyond the ETag that the bytes must match, as
+            `<algorithm>:<hex>` (an algorithm of `steps.weights.checksum.ALGORITHMS`), or "".
+            Preferred over the ETag when present: S3's CRCs are far cheaper to verify than MD5.
     """
 
     path: str
     size: int
     etag: str
+    checksum: str = ""
 
     @property
     def etag_is_checksum(self) -> bool:
@@ -82,6 +89,17 @@ class Source(ABC):
     @abstractmethod
     def reader(self) -> RangeReader:
         """A new reader for one worker thread."""
+
+    def with_checksums(self, files: list[RemoteFile]) -> list[RemoteFile]:
+        """The files about to be downloaded, with any checksum the listing did not carry.
+
+        Called only when something must be downloaded, so a cache hit stays one listing.
+        """
+        return files
+
+    def resolved_revision(self) -> str:
+        """The exact version `list_files` saw (e.g. a commit sha), recorded in the manifest."""
+        return ""
 
 
 def open_source(uri: str | SourceURI) -> Source:
@@ -179,6 +197,7 @@ class S3Source(Source):
         self._client = s3_client()
         self._urls: dict[str, str] = {}
         self._urls_lock = threading.Lock()
+        self._advertised: dict[str, str] = {}  # path -> the CRC the listing says it has
 
     def list_files(self) -> list[RemoteFile]:
         """List every object under the prefix (paginated), skipping folder markers."""
@@ -195,6 +214,10 @@ class S3Source(Source):
                     rel = obj["Key"][len(prefix) :]
                     if rel and not rel.endswith("/"):
                         files.append(RemoteFile(rel, obj["Size"], obj["ETag"].strip('"')))
+                        crcs = [a.lower() for a in obj.get("ChecksumAlgorithm", [])]
+                        crcs = [a for a in crcs if a in CRC_ALGORITHMS]
+                        if crcs:
+                            self._advertised[rel] = crcs[0]
         except ClientError as exc:
             raise SourceError(self._explain(exc)) from None
         except NoCredentialsError:
@@ -214,6 +237,48 @@ class S3Source(Source):
                 f"(e.g. `aws s3 ls s3://{bucket}/{prefix}`)"
             )
         return sorted(files, key=lambda f: f.path)
+
+    def with_checksums(self, files: list[RemoteFile]) -> list[RemoteFile]:
+        """Ask the store for the full-object CRC of each file the listing says has one.
+
+        One HEAD per such file (in parallel), made only when downloading: verifying a CRC
+        costs a tenth of the CPU of the MD5 in the ETag. Files without one keep the ETag.
+        """
+        wanted = [f for f in files if f.path in self._advertised and not f.checksum]
+        if not wanted:
+            return files
+        with ThreadPoolExecutor(min(16, len(wanted)), thread_name_prefix="head") as pool:
+            found = dict(zip((f.path for f in wanted), pool.map(self._crc_of, wanted), strict=True))
+        return [replace(f, checksum=found.get(f.path) or f.checksum) for f in files]
+
+    def _crc_of(self, file: RemoteFile) -> str:
+        """The object's full-object CRC as a `RemoteFile.checksum`, or "" if it has none."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        algorithm = self._advertised[file.path]
+        try:
+            head = self._client.head_object(
+                Bucket=self.uri.location,
+                Key=self.uri.prefix + file.path,
+                IfMatch=f'"{file.etag}"',
+                ChecksumMode="ENABLED",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+                raise IntegrityError(
+                    f"{self.uri.raw.rstrip('/')}/{file.path} changed on the server since it was "
+                    "listed; run again"
+                ) from None
+            raise SourceError(self._explain(exc)) from None
+        except BotoCoreError as exc:
+            raise TransferError(f"source {self.uri.raw!r}: cannot reach S3 ({exc})") from None
+        value = head.get(f"Checksum{algorithm.upper()}", "")
+        # A multipart object's CRC covers the whole object only when S3 says FULL_OBJECT; the
+        # COMPOSITE kind (a CRC of part CRCs) is left to the ETag.
+        whole = not etag_parts(file.etag) or head.get("ChecksumType") == "FULL_OBJECT"
+        if not value or "-" in value or not whole:
+            return ""
+        return s3_checksum(algorithm, value)
 
     def _explain(self, exc: Exception) -> str:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
