@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from hera.workflows import DAG, Parameter, Resource, RetryStrategy, Steps, Suspend, Task, Workflow
-from hera.workflows.models import Backoff, Mutex, Synchronization
+from hera.workflows.models import Backoff, IntOrString, Mutex, Synchronization
 
 from tests.engine_helpers import by_name, execute, outputs, py
 from workflows.exceptions import InvalidWorkflow, RunError, UnsupportedFeature
@@ -144,6 +144,74 @@ def test_retries(
     assert counter.read_text() == str(len(phases))
     if phase == "Failed":
         assert retry.message == "No more retries left" and run.phase == "Failed"
+
+
+#: Each attempt exits with the next code listed in the file argv[1].
+EXIT_CODES = (
+    "import pathlib, sys; p = pathlib.Path(sys.argv[1]); codes = p.read_text().split(); "
+    "p.write_text(' '.join(codes[1:])); sys.exit(int(codes[0]))"
+)
+
+
+def exit_codes_workflow(codes_file: Path, codes: str, strategy: RetryStrategy) -> Workflow:
+    """A workflow whose one task exits with `codes` in turn, retried by `strategy`."""
+    codes_file.write_text(codes)
+    arguments = {"limit": "3", "backoff": "0.3s", "factor": "2"}
+    with Workflow(name="codes", entrypoint="main", arguments=arguments) as w:
+        step = py("step", EXIT_CODES, retry_strategy=strategy)
+        step.args = [str(codes_file)]
+        with DAG(name="main"):
+            step(name="step")
+    return w
+
+
+#: Limit and backoff from workflow parameters; everything is retried but exit code 66.
+BY_EXIT_CODE = RetryStrategy(
+    expression='lastRetry.exitCode not in ["66"]',
+    limit="{{workflow.parameters.limit}}",
+    backoff=Backoff(
+        duration="{{workflow.parameters.backoff}}",
+        factor=IntOrString(root="{{workflow.parameters.factor}}"),
+        cap="10s",
+    ),
+)
+
+
+def test_retry_expression_on_exit_codes_with_parameter_backoff(tmp_path: Path) -> None:
+    """With an expression the policy is Always (RetryPolicyActual): the expression decides."""
+    run = execute(exit_codes_workflow(tmp_path / "codes", "75 1 0", BY_EXIT_CODE), tmp_path)
+    retry = by_name(run)["step"]
+    attempts = [run.nodes[c] for c in retry.children]
+    assert [(a.phase, a.outputs["exitCode"]) for a in attempts] == [
+        ("Failed", "75"),
+        ("Failed", "1"),
+        ("Succeeded", "0"),
+    ]
+    assert retry.phase == "Succeeded" and run.phase == "Succeeded"
+    # backoff 0.3 s, then 0.3 * 2: the parameters reached the strategy
+    assert attempts[1].started - attempts[0].finished >= 0.3
+    assert attempts[2].started - attempts[1].finished >= 0.6
+
+
+def test_retry_expression_refusing_waits_one_backoff_then_fails(tmp_path: Path) -> None:
+    """processNodeRetries waits the backoff before it reads the expression (operator.go)."""
+    run = execute(exit_codes_workflow(tmp_path / "codes", "66 0", BY_EXIT_CODE), tmp_path)
+    retry = by_name(run)["step"]
+    [attempt] = [run.nodes[c] for c in retry.children]
+    assert attempt.phase == "Failed" and attempt.outputs["exitCode"] == "66"
+    assert retry.phase == "Failed" and run.phase == "Failed"
+    assert retry.message == "retryStrategy.expression evaluated to false"
+    assert retry.finished - attempt.finished >= 0.3
+    assert (tmp_path / "codes").read_text() == "0"  # no second attempt ran
+
+
+def test_retry_without_a_limit_does_not_back_off(tmp_path: Path) -> None:
+    """Argo waits only while `limit` is set and not used up (operator.go, processNodeRetries)."""
+    strategy = RetryStrategy(retry_policy="OnFailure", backoff=Backoff(duration="30s"))
+    run = execute(exit_codes_workflow(tmp_path / "codes", "1 0", strategy), tmp_path)
+    attempts = [run.nodes[c] for c in by_name(run)["step"].children]
+    assert [a.phase for a in attempts] == ["Failed", "Succeeded"]
+    assert attempts[1].started - attempts[0].finished < 10
 
 
 def test_exit_handler_sees_the_failure(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from steps.errors import IntegrityError, SourceError, TransferError
+from steps.errors import IntegrityError, SourceError, StepError, TransferError
 from steps.weights.checksum import CRC_ALGORITHMS, etag_parts, s3_checksum
 from steps.weights.uri import SourceURI, parse_source_uri
 
@@ -109,18 +109,14 @@ def open_source(uri: str | SourceURI) -> Source:
         return S3Source(parsed)
     if parsed.scheme == "file":
         return FileSource(parsed)
-    raise SourceError(
-        f"source {parsed.raw!r}: fetching from the Hugging Face Hub is not supported by this "
-        "release; mirror the model to S3 (e.g. `huggingface-cli download` then `aws s3 sync`) "
-        "and use its s3:// URI"
-    )
+    from steps.weights.hf import HFSource  # imports huggingface_hub only when used
+
+    return HFSource(parsed)
 
 
 def check_fetchable(uri: str) -> None:
-    """Raise `SourceError` for a URI this release cannot fetch from, before anything runs."""
-    parsed = parse_source_uri(uri)
-    if parsed.scheme == "hf":
-        open_source(parsed)
+    """Raise `SourceError` for a URI no source can fetch from, before anything runs."""
+    parse_source_uri(uri)
 
 
 class FileSource(Source):
@@ -219,7 +215,7 @@ class S3Source(Source):
                         if crcs:
                             self._advertised[rel] = crcs[0]
         except ClientError as exc:
-            raise SourceError(self._explain(exc)) from None
+            raise self._client_error(exc) from None
         except NoCredentialsError:
             raise SourceError(
                 f"source {self.uri.raw!r}: no S3 credentials; put AWS_ACCESS_KEY_ID and "
@@ -269,7 +265,7 @@ class S3Source(Source):
                     f"{self.uri.raw.rstrip('/')}/{file.path} changed on the server since it was "
                     "listed; run again"
                 ) from None
-            raise SourceError(self._explain(exc)) from None
+            raise self._client_error(exc) from None
         except BotoCoreError as exc:
             raise TransferError(f"source {self.uri.raw!r}: cannot reach S3 ({exc})") from None
         value = head.get(f"Checksum{algorithm.upper()}", "")
@@ -279,6 +275,17 @@ class S3Source(Source):
         if not value or "-" in value or not whole:
             return ""
         return s3_checksum(algorithm, value)
+
+    def _client_error(self, exc: Exception) -> StepError:
+        """A refusal that no retry heals is a SourceError; a store that is struggling is not."""
+        response = getattr(exc, "response", {})
+        code = response.get("Error", {}).get("Code", "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _TRANSIENT_CODES or status in _TRANSIENT_STATUSES or status >= 500:
+            return TransferError(
+                f"source {self.uri.raw!r}: S3 is unavailable ({code or status}); it is retried"
+            )
+        return SourceError(self._explain(exc))
 
     def _explain(self, exc: Exception) -> str:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
@@ -309,6 +316,10 @@ class S3Source(Source):
         """A reader with its own keep-alive connection."""
         return _HttpRangeReader(self)
 
+
+#: S3 answers that mean "not now" (throttling, a failing or restarting node), not "never".
+_TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+_TRANSIENT_STATUSES = {408, 429}
 
 _CLIENTS: dict[tuple[str | None, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -413,8 +424,8 @@ class _HttpRangeReader(RangeReader):
             )
         if status in (401, 403):
             return SourceError(f"{self._where(file)}: S3 refused the request (HTTP {status})")
-        if status >= 500:
-            return TransferError(f"{self._where(file)}: server error HTTP {status}")
+        if status >= 500 or status in _TRANSIENT_STATUSES:
+            return TransferError(f"{self._where(file)}: server busy or failing, HTTP {status}")
         snippet = body[:200].decode("utf-8", "replace")
         return SourceError(f"{self._where(file)}: unexpected HTTP {status}: {snippet}")
 

@@ -1,12 +1,26 @@
 """`retryStrategy`, decided as Argo's `processNodeRetries` does (workflow/controller/operator.go).
 
 A retried template becomes a Retry node whose children are the attempts `name(0)`, `name(1)`,
-... After a failed attempt, in this order: a stopped run or an exceeded `backoff.maxDuration`
-ends the retries; an attempt whose phase the policy does not retry (`OnFailure`, the default,
-retries Failed; `OnError` Error; `Always` both) ends them with the attempt's phase and message;
-past `limit` retries it is "No more retries left" (no limit: retry until success); a false
-`expression` ends them too. The wait before attempt n+1 is `duration * factor^n`, capped by
-`backoff.cap`. The template's own strategy wins over the workflow's `spec.retryStrategy`.
+... Its limit and backoff may name parameters (`{{workflow.parameters.x}}`,
+`{{inputs.parameters.x}}`): Argo fills them in with the rest of the template (ProcessArgs)
+before it reads the strategy. After a failed attempt, in Argo's order:
+
+1. a stopped run ends the retries;
+2. with a `backoff`: past `maxDuration` (counted from the first attempt's start) ends them
+   ("Max duration limit exceeded"), as does a wait that would end past it; otherwise, when a
+   `limit` is set and not yet used up, the node waits `duration * factor^(n-1)` after the
+   n-th failed attempt, capped by `cap`, and only then decides. Without a limit Argo does not
+   wait at all, and neither does this;
+3. an attempt whose phase the policy does not retry ends them with its phase and message.
+   `OnFailure` (the default) retries Failed, `OnError` Error, `Always` both; with an
+   `expression` and no policy the policy is `Always` (`RetryPolicyActual`), so the expression
+   alone decides;
+4. past `limit` retries it is "No more retries left" (no limit: retry until success);
+5. a false `expression`, which sees `lastRetry.exitCode` (a string, "-1" when unknown),
+   `lastRetry.status`, `lastRetry.duration`, `lastRetry.message` and `retries`, ends them.
+
+So a failure the expression refuses still waits one backoff before its node fails, as on a
+cluster. The template's own strategy wins over the workflow's `spec.retryStrategy`.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from workflows.exceptions import RunError
-from workflows.local.expressions import substitute
+from workflows.local.expressions import substitute, substitute_all
 from workflows.local.leaves import duration_seconds
 from workflows.local.scope import Scope
 from workflows.local.store import Node, node_type
@@ -40,11 +54,11 @@ def run_with_retries(
     strategy: dict[str, Any],
 ) -> None:
     """Run attempts below the Retry node `node` until one succeeds or the strategy gives up."""
+    strategy = _resolved(strategy, {**scope, **run.global_scope(), **_inputs(inputs)})
     policy = strategy.get("retryPolicy") or (
         "Always" if strategy.get("expression") else "OnFailure"
     )
-    limit = _limit(strategy, scope)
-    backoff = strategy.get("backoff") or {}
+    limit = _limit(strategy)
     attempts: list[Node] = []
     while True:
         number = len(attempts)
@@ -66,36 +80,29 @@ def run_with_retries(
         if child.phase == "Succeeded":
             run.set_phase(node, "Succeeded", "")
             return
-        message = _give_up(run, strategy, policy, limit, backoff, attempts)
+        message = _give_up(run, node, strategy, policy, limit, attempts)
         if message is not None:
             run.set_phase(node, child.phase, message)
             return
-        wait = _backoff(backoff, len(attempts))
-        if wait:
-            run.set_phase(node, node.phase, f"Backoff for {wait:g}s")
-            run.stopping.wait(wait)
-            run.set_phase(node, node.phase, "")
 
 
 def _give_up(
     run: Run,
+    node: Node,
     strategy: dict[str, Any],
     policy: str,
     limit: int | None,
-    backoff: dict[str, Any],
     attempts: list[Node],
 ) -> str | None:
-    """Why retrying stops after the last attempt, or None to retry."""
+    """Why retrying stops after the last attempt, or None to start the next one now."""
     last = attempts[-1]
     if run.stopping.is_set():
         return run.stop_reason
-    max_duration = duration_seconds(str(backoff.get("maxDuration") or ""))
-    if max_duration is not None:
-        deadline = attempts[0].started + max_duration
-        if time.time() > deadline:
-            return "Max duration limit exceeded"
-        if last.finished + _backoff(backoff, len(attempts)) > deadline:
-            return "Backoff would exceed max duration limit"
+    backoff = strategy.get("backoff")
+    if backoff is not None:
+        message = _wait_backoff(run, node, backoff, limit, attempts)
+        if message is not None:
+            return message
     if last.phase not in _RETRIED[policy]:
         return last.message
     if limit is not None and len(attempts) > limit:
@@ -112,10 +119,46 @@ def _give_up(
     return None
 
 
-def _limit(strategy: dict[str, Any], scope: Scope) -> int | None:
+def _wait_backoff(
+    run: Run, node: Node, backoff: dict[str, Any], limit: int | None, attempts: list[Node]
+) -> str | None:
+    """Argo's backoff block: the maxDuration checks, then the wait; a message ends retrying."""
+    first, last = attempts[0], attempts[-1]
+    max_duration = duration_seconds(str(backoff.get("maxDuration") or ""))
+    deadline = None if max_duration is None else first.started + max_duration
+    if deadline is not None and time.time() > deadline:
+        return "Max duration limit exceeded"
+    wait = _backoff(backoff, len(attempts))
+    if deadline is not None and last.finished + wait > deadline:
+        return "Backoff would exceed max duration limit"
+    remaining = last.finished + wait - time.time()
+    if remaining > 0 and limit is not None and len(attempts) <= limit:
+        run.set_phase(node, node.phase, f"Backoff for {wait:g}s")
+        run.stopping.wait(remaining)
+        run.set_phase(node, node.phase, "")
+        if run.stopping.is_set():
+            return run.stop_reason
+    return None
+
+
+def _resolved(strategy: dict[str, Any], scope: Scope) -> dict[str, Any]:
+    """The strategy with the parameters in its limit and backoff filled in."""
+    out = dict(strategy)
+    if out.get("limit") not in (None, ""):
+        out["limit"] = substitute(str(out["limit"]), scope, "retryStrategy.limit")
+    if out.get("backoff") is not None:
+        out["backoff"] = substitute_all(dict(out["backoff"]), scope, "retryStrategy.backoff")
+    return out
+
+
+def _inputs(inputs: dict[str, dict[str, str]]) -> Scope:
+    return {f"inputs.parameters.{k}": v for k, v in inputs["parameters"].items()}
+
+
+def _limit(strategy: dict[str, Any]) -> int | None:
     if strategy.get("limit") in (None, ""):
         return None
-    text = substitute(str(strategy["limit"]), scope, "retryStrategy.limit")
+    text = str(strategy["limit"])
     try:
         return int(text)
     except ValueError:
@@ -125,9 +168,13 @@ def _limit(strategy: dict[str, Any], scope: Scope) -> int | None:
 def _backoff(backoff: dict[str, Any], failed: int) -> float:
     """Seconds to wait after `failed` failed attempts: duration * factor^(failed-1), capped."""
     base = duration_seconds(str(backoff.get("duration") or ""))
-    if not base:
-        return 0.0
-    factor = int(backoff.get("factor") or 0)
+    if base is None:  # operator.go refuses a backoff without one
+        raise RunError("retryStrategy.backoff: no base duration specified for retryStrategy")
+    text = str(backoff.get("factor") or 0)
+    try:
+        factor = int(text)
+    except ValueError:
+        raise RunError(f"retryStrategy.backoff.factor: {text!r} is not an integer") from None
     wait = base * factor ** (failed - 1) if factor > 0 else base
     cap = duration_seconds(str(backoff.get("cap") or ""))
     return min(wait, cap) if cap is not None else wait
