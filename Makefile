@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone, the CPU build pinned, so nothing can pull in a CUDA build.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
-	$(BIN)/python -m pip install -q -e '.[model,dev,eval]'
+	$(BIN)/python -m pip install -q -e '.[model,dev,eval,hf]'
 	npm install -s --no-audit --no-fund --prefix $(VENV)/node s3rver@$(S3RVER_VERSION)
 	$(PYTHON) -m venv $(COMPAT)
 	$(COMPAT)/bin/python -m pip install -q 'torch==2.13.0'
@@ -79,7 +79,7 @@ golden: setup
 lock:
 	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
 	$(VENV)/lock/bin/python -m pip install -q 'torch==2.13.0'
-	$(VENV)/lock/bin/python -m pip install -q '.[model,eval]'
+	$(VENV)/lock/bin/python -m pip install -q '.[model,eval,hf]'
 	{ sed -n '1,3p' steps/requirements.lock; $(VENV)/lock/bin/python -m pip freeze --exclude torch --exclude llmflow; } > steps/requirements.lock.new
 	mv steps/requirements.lock.new steps/requirements.lock
 	rm -rf $(VENV)/lock

@@ -28,6 +28,17 @@ S3_ENV = [
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 ]
 
+#: The workflow parameter naming the Secret with the Hugging Face token (and optional mirror).
+HF_SECRET = "{{workflow.parameters.hf-secret}}"
+
+#: Hugging Face Hub settings for steps that read hf:// sources, from the Secret the workflow
+#: names. Optional: public models need no token, and s3:// sources nothing from it; a step that
+#: is refused says which Secret to check.
+HF_ENV = [
+    SecretEnv(name=key, secret_name=HF_SECRET, secret_key=key, optional=True)
+    for key in ("HF_TOKEN", "HF_ENDPOINT")
+]
+
 #: A failed step's last log lines become its termination message, which Argo puts in the node's
 #: message ("main: Error (exit code 1): ..."), so the workflow says why it failed.
 TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"

@@ -46,7 +46,8 @@ def test_render_prints_a_workflow_that_lint_accepts(cli, tmp_path: Path, schemas
     workflow = yaml.safe_load(result.output)
     assert workflow["kind"] == "Workflow"
     assert workflow["spec"]["arguments"]["parameters"][2] == {
-        "description": "where the weights come from: s3://bucket/prefix or file:///path",
+        "description": "where the weights come from: s3://bucket/prefix, "
+        "hf://org/name@revision or file:///path",
         "name": "source",
         "value": "s3://llmflow-models/tiny-llama",
     }

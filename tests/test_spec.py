@@ -24,6 +24,7 @@ def test_defaults_fill_the_cluster_settings() -> None:
     spec = parse_spec(base())
     assert spec.namespace == "llmflow"
     assert spec.storage.credentials_secret == "llmflow-s3"
+    assert spec.storage.hf_token_secret == "llmflow-hf"
     assert spec.model.cache.verify == "stat"
 
 
@@ -36,7 +37,7 @@ def test_defaults_fill_the_cluster_settings() -> None:
         ("s3://Bad_Bucket/x", "not a valid S3 bucket name"),
         ("file://relative/path", "absolute path"),
         ("hf://org/model", "no revision"),
-        ("hf://org/model@main", "not supported by this release"),
+        ("hf://model@main", "not a repository id like org/name"),
     ],
 )
 def test_bad_source_names_field_value_and_fix(source: str, expected: str) -> None:
@@ -48,6 +49,13 @@ def test_bad_source_names_field_value_and_fix(source: str, expected: str) -> Non
     assert message.startswith("releases/x.yaml: model.source = ")
     assert repr(source) in message
     assert expected in message
+
+
+@pytest.mark.parametrize("source", ["hf://org/model@main", "hf://org/model@v1.0"])
+def test_hub_sources_are_accepted(source: str) -> None:
+    data = base()
+    data["model"]["source"] = source
+    assert parse_spec(data).model.source == source
 
 
 def test_misspelled_field_suggests_the_right_one() -> None:

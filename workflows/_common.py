@@ -17,11 +17,16 @@ from hera.workflows.models import (
 )
 
 from steps._hera import CACHE_VOLUME
+from steps._retry import FETCH_RETRY
 from workflows.spec import ReleaseSpec
 
 
 def model_parameters(spec: ReleaseSpec) -> list[Parameter]:
-    """Parameters naming the image, the model, its source, the S3 Secret and cache settings."""
+    """Parameters naming the image, the model, its source, the S3 and Hub Secrets, the cache.
+
+    The fetch's retry settings are parameters too (`steps/_retry.py`), so a run from the Argo
+    UI can wait longer for a store that is down.
+    """
     cache = spec.model.cache
     return [
         Parameter(name="image", value=spec.image, description="image every step runs in"),
@@ -29,13 +34,20 @@ def model_parameters(spec: ReleaseSpec) -> list[Parameter]:
         Parameter(
             name="source",
             value=spec.model.source,
-            description="where the weights come from: s3://bucket/prefix or file:///path",
+            description="where the weights come from: s3://bucket/prefix, "
+            "hf://org/name@revision or file:///path",
         ),
         Parameter(
             name="s3-secret",
             value=spec.storage.credentials_secret,
             description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally "
             "AWS_ENDPOINT_URL, AWS_REGION",
+        ),
+        Parameter(
+            name="hf-secret",
+            value=spec.storage.hf_token_secret,
+            description="Secret with HF_TOKEN (private and gated models) and optionally "
+            "HF_ENDPOINT (a Hub mirror), for hf:// sources",
         ),
         Parameter(
             name="verify",
@@ -52,6 +64,27 @@ def model_parameters(spec: ReleaseSpec) -> list[Parameter]:
             name="chunk-mib",
             value=str(cache.chunk_mib),
             description="size of one ranged download (MiB)",
+        ),
+        Parameter(
+            name=FETCH_RETRY.limit,
+            value=str(cache.retry.limit),
+            description="retries of a fetch that failed for a reason that can heal (the store "
+            "was down); bad credentials or a missing bucket are never retried",
+        ),
+        Parameter(
+            name=FETCH_RETRY.backoff,
+            value=cache.retry.backoff,
+            description="wait before the first retry of a fetch (10s, 1m)",
+        ),
+        Parameter(
+            name=FETCH_RETRY.factor,
+            value=str(cache.retry.factor),
+            description="each further wait is the previous one times this (an integer)",
+        ),
+        Parameter(
+            name=FETCH_RETRY.cap,
+            value=cache.retry.cap,
+            description="the longest wait between two attempts of a fetch",
         ),
     ]
 

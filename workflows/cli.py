@@ -378,10 +378,11 @@ def runs_resume(root: Path, name: str) -> None:
 def fetch(
     source: str, cache_root: Path, model_name: str, verify: str, concurrency: int, chunk_mib: int
 ) -> None:
-    """Fetch SOURCE (s3://bucket/prefix or file:///path) into a local cache.
+    """Fetch SOURCE (s3://bucket/prefix, hf://org/name@revision or file:///path) into a cache.
 
     The same code as the fetch-weights step: prints the cache path and the content digest.
-    S3 settings come from the usual AWS variables (AWS_ENDPOINT_URL for S3-compatible stores).
+    S3 settings come from the usual AWS variables (AWS_ENDPOINT_URL for S3-compatible stores);
+    the Hugging Face Hub's from HF_TOKEN (private and gated models) and HF_ENDPOINT (a mirror).
     """
     from steps.weights.checksum import MiB
     from steps.weights.fetch import fetch_model

@@ -53,21 +53,81 @@ def _dns_label(value: str, what: str) -> str:
 
 
 class StorageSpec(_Section):
-    """Which Kubernetes Secret gives steps their S3 credentials and endpoint.
+    """Which Kubernetes Secrets give steps their S3 and Hugging Face Hub settings.
 
-    The Secret holds `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, and optionally
-    `AWS_ENDPOINT_URL` (MinIO, Ceph, any S3-compatible store) and `AWS_REGION`. Manifests name
-    the Secret; its values are read by the pods at run time and appear in no manifest or log.
+    The S3 Secret holds `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, and optionally
+    `AWS_ENDPOINT_URL` (MinIO, Ceph, any S3-compatible store) and `AWS_REGION`. The Hub Secret
+    holds `HF_TOKEN` and optionally `HF_ENDPOINT` (a mirror); both are optional, as public
+    models need no token. Manifests name the Secrets; their values are read by the pods at run
+    time and appear in no manifest or log.
     """
 
     credentials_secret: str = Field(
         default="llmflow-s3", description="Secret with the S3 credentials and endpoint"
     )
+    hf_token_secret: str = Field(
+        default="llmflow-hf",
+        description="Secret with HF_TOKEN and optionally HF_ENDPOINT, for hf:// sources",
+    )
 
-    @field_validator("credentials_secret")
+    @field_validator("credentials_secret", "hf_token_secret")
     @classmethod
     def _secret_name(cls, value: str) -> str:
         return _dns_label(value, "a Secret name")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration_s(value: str) -> float:
+    """Seconds in an Argo duration: whole seconds (`30`) or Go's form (`10s`, `2m`, `1m30s`)."""
+    if value.isdigit():
+        return float(value)
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError("must be a duration such as 10s, 2m or 1m30s")
+    return sum(float(n) * _DURATION_UNIT_S[u] for n, u in parts)
+
+
+class FetchRetrySpec(_Section):
+    """How Argo retries a fetch that failed for a reason that can heal (the store was away).
+
+    After such a failure the step starts again after `backoff`, then `backoff * factor`, and so
+    on, no wait longer than `cap`; each attempt resumes from the chunks earlier ones finished.
+    Failures that cannot heal (no such bucket or key, refused credentials, bytes that disagree
+    with the store's checksum) are not retried (`steps/_retry.py`). The defaults wait 10 s,
+    20 s, 40 s, 80 s, 2 m and 2 m: about six minutes of a store that is down (a MinIO rolling
+    restart, a proxy failover) are ridden out. Each value is a workflow parameter
+    (`fetch-retry-*`), so one run can be given longer from the Argo UI.
+    """
+
+    limit: Annotated[
+        int, Field(ge=0, le=100, description="retries after the first attempt; 0: none")
+    ] = 6
+    backoff: str = Field(default="10s", description="wait before the first retry: 10s, 1m")
+    factor: Annotated[
+        int, Field(ge=1, le=10, description="each further wait is the previous one times this")
+    ] = 2
+    cap: str = Field(default="2m", description="the longest wait between two attempts")
+
+    @field_validator("backoff", "cap", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # whole seconds, as Argo reads a bare number
+        if isinstance(value, str) and _duration_s(value) <= 0:
+            raise ValueError("must be longer than 0, e.g. 10s: retrying at once hammers a store")
+        return value
+
+    @model_validator(mode="after")
+    def _cap_above_backoff(self) -> FetchRetrySpec:
+        if _duration_s(self.cap) < _duration_s(self.backoff):
+            raise ValueError(
+                f"cap = {self.cap!r} is shorter than backoff = {self.backoff!r}, so every wait "
+                "would be the cap; raise cap or lower backoff"
+            )
+        return self
 
 
 class CacheSpec(_Section):
@@ -85,6 +145,10 @@ class CacheSpec(_Section):
     )
     concurrency: Annotated[int, Field(ge=1, le=256)] = 16
     chunk_mib: Annotated[int, Field(ge=1, le=1024)] = 8
+    retry: FetchRetrySpec = Field(
+        default_factory=FetchRetrySpec,
+        description="how a fetch that failed for a reason that can heal is retried",
+    )
 
     @field_validator("host_path")
     @classmethod
