@@ -17,11 +17,16 @@ moto's server, whose objects carry S3's CRC64-NVME (as AWS objects do since 2025
 client's CPU when the store offers a cheaper checksum than the ETag's MD5.
 
     .venv/bin/python benchmarks/fetch_weights.py            # 20 x 100 MB + 2 GiB + small files
+    .venv/bin/python benchmarks/fetch_weights.py --before 0707247   # also an older llmflow
     .venv/bin/python benchmarks/fetch_weights.py --quick    # a small set, to check it runs
 
+`--before REV` adds a row for llmflow's fetch as it was at git revision REV (run from a
+worktree of this repository), so "less CPU than before" is measured on the same machine in
+the same run.
+
 Goals (issue): >= 90% of the store's ceiling with verification on; >= 1.5x `aws s3 sync` where
-the store is not the bottleneck; client CPU per GB at most half of 2.67 s/GB (the client's
-figure before CRC verification); a cache hit on the 25-file model < 100 ms.
+the store is not the bottleneck; client CPU per GB at most half of the client's before CRC
+verification (`--before`); a cache hit on the 25-file model < 100 ms.
 """
 
 from __future__ import annotations
@@ -55,8 +60,6 @@ from workflows.local.s3_pool import LocalS3Pool  # noqa: E402
 
 MB = 1_000_000
 MiB = 1024 * 1024
-#: Client CPU per GB of `llmflow fetch` before this benchmark existed (RESULTS.md, 2026-11-28).
-BEFORE_CPU_PER_GB = 2.67
 
 
 @dataclass
@@ -228,7 +231,14 @@ def measure(
 
 
 def bench_store(
-    name: str, store: Any, src: Path, total: int, work: Path, repeat: int, concurrency: int
+    name: str,
+    store: Any,
+    src: Path,
+    total: int,
+    work: Path,
+    repeat: int,
+    concurrency: int,
+    before: tuple[str, Path] | None = None,
 ) -> list[Row]:
     """Upload the set to `store`, then measure the ceiling, llmflow and aws on it."""
     from boto3.s3.transfer import TransferConfig
@@ -258,13 +268,26 @@ def bench_store(
     def run_ceiling(dest: Path) -> None:
         ceiling(store.env(), "bench", "model/", concurrency)
 
+    def run_before(dest: Path) -> None:
+        assert before is not None
+        subprocess.run(
+            [sys.executable, "-c", "from workflows.cli import main; main()", "fetch",
+             "s3://bench/model", "--cache", str(dest), "--name", "m",
+             "--concurrency", str(concurrency)],
+            env={**env, "PYTHONPATH": str(before[1])}, cwd=before[1], check=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
     pids = lambda: store.pids if hasattr(store, "pids") else [store.pid]  # noqa: E731
     rows = []
-    for tool, fn, in_process in [
+    tools = [
         ("store ceiling (ranged GETs, discarded)", run_ceiling, True),
         ("llmflow fetch (verified)", run_llmflow, False),
         ("aws s3 sync", run_aws, False),
-    ]:
+    ]
+    if before is not None:
+        tools.insert(2, (f"llmflow fetch at {before[0]} (verified)", run_before, False))
+    for tool, fn, in_process in tools:
         mb_s, c_cpu, s_cpu = measure(repeat, total, fn, work / "dest", pids, in_process)
         rows.append(Row(name, tool, mb_s, c_cpu, s_cpu))
         cpu = f"client {c_cpu:.2f}  store {s_cpu:.2f} CPU-s/GB"
@@ -317,6 +340,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                         help="s3rver processes in the pooled store")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--before", metavar="REV", help="also run llmflow's fetch at git REV")
     args = parser.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llmflow-bench-"))
@@ -331,9 +355,19 @@ def main() -> None:
     costs = hash_costs()
     print("hashing on this CPU: " + ", ".join(f"{k} {v:.2f} CPU-s/GB" for k, v in costs.items()))
 
+    before = None
+    if args.before:
+        tree = work / "before"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        before = (args.before, tree)
     rows: list[Row] = []
     with LocalS3(work / "s3-one", buckets=("bench",)) as one:
-        rows += bench_store("s3rver x1", one, src, total, work, args.repeat, args.concurrency)
+        rows += bench_store(
+            "s3rver x1", one, src, total, work, args.repeat, args.concurrency, before
+        )
         os.environ.update(one.env())
         cache = work / "cache"
         fetch_model("s3://bench/model", cache, "m", progress=False)
@@ -353,8 +387,10 @@ def main() -> None:
 
     mb_s, c_cpu, _ = measure(args.repeat, total, run_cp, work / "dest", lambda: [])
     rows.append(Row("local disk", "cp -r", mb_s, c_cpu, None))
-    crc_shards, crc_bytes = (3, 4 * MiB) if args.quick else (10, 100 * MB)
+    crc_shards, crc_bytes = (3, 4 * MiB) if args.quick else (20, 100 * MB)
     rows.append(bench_crc(work, crc_shards, crc_bytes, args.repeat))
+    if before is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before[1])])
     shutil.rmtree(work, ignore_errors=True)
 
     ceilings = {r.store: r.mb_s for r in rows if r.tool.startswith("store ceiling")}
@@ -379,13 +415,16 @@ def main() -> None:
             f"llmflow / aws s3 sync {ours.mb_s / aws.mb_s:.2f}x (goal >= 1.5x where the store "
             "is not the bottleneck)"
         )
-    md5_row, crc_row = find("s3rver x1", "llmflow"), rows[-1]
+    md5_row, crc_row = find("s3rver x1", "llmflow fetch (verified)"), rows[-1]
     receive = find("s3rver x1", "store ceiling").client_cpu
+    old = next((r for r in rows if r.tool.startswith("llmflow fetch at ")), None)
+    baseline = f"{old.client_cpu:.2f} at {args.before}" if old else "not run (--before REV)"
+    goal = f", goal <= {old.client_cpu / 2:.2f}" if old else ""
     print(
         f"client CPU of llmflow, s/GB: {md5_row.client_cpu:.2f} verifying MD5 ETags, "
-        f"{crc_row.client_cpu:.2f} verifying CRC64-NVME (before: {BEFORE_CPU_PER_GB}, goal <= "
-        f"{BEFORE_CPU_PER_GB / 2:.2f}); of that, receiving ~{receive:.2f} (the ceiling's reader), "
-        f"hashing {costs['MD5']:.2f} (MD5) or {costs['CRC64-NVME']:.2f} (CRC64-NVME), the rest "
+        f"{crc_row.client_cpu:.2f} verifying CRC64-NVME (before: {baseline}{goal}); of the "
+        f"MD5 path, receiving ~{receive:.2f} (the ceiling's reader), hashing {costs['MD5']:.2f} "
+        f"(CRC64-NVME would be {costs['CRC64-NVME']:.2f}), the rest "
         f"~{max(0.0, md5_row.client_cpu - receive - costs['MD5']):.2f} (writing, bookkeeping)"
     )
     print(f"ratio llmflow / aws s3 sync: {md5_row.mb_s / find('s3rver x1', 'aws').mb_s:.2f}x")

@@ -19,9 +19,10 @@ from steps.weights.partial import PartialFile
 from steps.weights.plan import Chunk
 from steps.weights.sources import RangeReader, Source
 
-#: Bytes moved per read-hash-write step; large enough that syscalls are cheap, small enough
-#: that concurrency x block stays in the tens of MB.
-BLOCK = 4 * 1024 * 1024
+#: Bytes moved per read-hash-write step. Small enough that a block is still in the CPU's cache
+#: when it is hashed and written after being received (4 MiB blocks cost a third more kernel
+#: time in the copy to the page cache), large enough that syscalls and Python stay cheap.
+BLOCK = 1024 * 1024
 
 #: Pauses before the retries of a failed chunk: rides out a server restart or a proxy hiccup.
 RETRY_BACKOFF_S = (0.5, 2.0)

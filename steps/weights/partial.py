@@ -24,7 +24,7 @@ _HEADER = "llmflow-journal v2"
 #: Read-back buffers of the prefix hashers, one per thread, reused: a fresh buffer per chunk
 #: would cost a page fault per 4 KiB.
 _READ_BACK = threading.local()
-_READ_BACK_BYTES = 4 * MiB
+_READ_BACK_BYTES = MiB
 
 
 def _read_back_buffer() -> memoryview:
