@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from steps.errors import IntegrityError, SourceError, TransferError
-from steps.weights.sources import RangeReader, RemoteFile, Sink, Source
+from steps.weights.sources import RangeReader, RemoteFile, Sink, Source, stream_body
 from steps.weights.uri import SourceURI
 
 if TYPE_CHECKING:
@@ -328,21 +328,7 @@ class _HubRangeReader(RangeReader):
             return
         try:
             response = self._open(file, offset, length)
-            end = offset + length
-            while offset < end:
-                view = buffer[: min(len(buffer), end - offset)]
-                got = 0
-                while got < len(view):
-                    n = response.readinto(view[got:])
-                    if not n:
-                        raise TransferError(
-                            f"{self._source.where(file)}: connection closed at byte {offset + got}"
-                        )
-                    got += n
-                sink(offset, view)
-                offset += got
-            if response.read(1):
-                raise IntegrityError(f"{self._source.where(file)}: server sent more than asked")
+            stream_body(response, self._source.where(file), offset, length, buffer, sink)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise TransferError(

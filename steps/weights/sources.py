@@ -119,6 +119,35 @@ def check_fetchable(uri: str) -> None:
     parse_source_uri(uri)
 
 
+def stream_body(
+    response: http.client.HTTPResponse,
+    where: str,
+    offset: int,
+    length: int,
+    buffer: memoryview,
+    sink: Sink,
+) -> None:
+    """Pass the `length` bytes of a ranged response to `sink`, block by block through `buffer`.
+
+    Raises:
+        TransferError: the connection closed early (the chunk is fetched again).
+        IntegrityError: the server sent more bytes than the range holds.
+    """
+    end = offset + length
+    while offset < end:
+        view = buffer[: min(len(buffer), end - offset)]
+        got = 0
+        while got < len(view):
+            n = response.readinto(view[got:])
+            if not n:
+                raise TransferError(f"{where}: connection closed at byte {offset + got}")
+            got += n
+        sink(offset, view)
+        offset += got
+    if response.read(1):
+        raise IntegrityError(f"{where}: server sent more bytes than asked")
+
+
 class FileSource(Source):
     """A model folder on a local or mounted filesystem (`file:///path`)."""
 
@@ -388,7 +417,6 @@ class _HttpRangeReader(RangeReader):
             "If-Match": f'"{file.etag}"',
         }
         conn = self._connection(parts.scheme, parts.netloc)
-        end = offset + length
         try:
             conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
             response = conn.getresponse()
@@ -396,20 +424,7 @@ class _HttpRangeReader(RangeReader):
                 body = response.read(2048)
                 self.close()
                 raise self._status_error(file, response.status, body)
-            while offset < end:
-                view = buffer[: min(len(buffer), end - offset)]
-                got = 0
-                while got < len(view):
-                    n = response.readinto(view[got:])
-                    if not n:
-                        raise TransferError(
-                            f"{self._where(file)}: connection closed at byte {offset + got}"
-                        )
-                    got += n
-                sink(offset, view)
-                offset += got
-            if response.read(1):
-                raise IntegrityError(f"{self._where(file)}: server sent more bytes than asked")
+            stream_body(response, self._where(file), offset, length, buffer, sink)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise TransferError(f"{self._where(file)}: {type(exc).__name__}: {exc}") from None

@@ -82,7 +82,7 @@ class LocalS3:
         env = {**self.env(), **overrides}
         return boto3.client(
             "s3",
-            endpoint_url=self.endpoint,
+            endpoint_url=env["AWS_ENDPOINT_URL"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",

@@ -50,18 +50,7 @@ class LocalS3Pool:
 
     def client(self) -> Any:
         """A boto3 S3 client for the pool."""
-        import boto3
-        from botocore.config import Config
-
-        env = self.env()
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        return self.servers[0].client(AWS_ENDPOINT_URL=self.endpoint)
 
     @property
     def pids(self) -> list[int]:
