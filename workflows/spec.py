@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -25,34 +24,11 @@ from serving.policy import CanaryPolicy
 from steps.errors import SourceError
 from steps.weights.sources import check_fetchable
 from workflows.exceptions import SpecError
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]+/.+|file:///.+)$")
-
-
-class _Section(BaseModel):
-    """Base of every spec section: unknown fields are errors, so a typo never goes unnoticed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from workflows.spec_base import Section, dns_label, duration_s, uri
+from workflows.spec_images import ImagesSpec
 
 
-def _uri(value: str) -> str:
-    """A URI steps read and write: `s3://bucket/path` or `file:///absolute/path`."""
-    if not _URI.match(value):
-        raise ValueError("must be s3://bucket/path or file:///absolute/path")
-    return value.rstrip("/")
-
-
-def _dns_label(value: str, what: str) -> str:
-    if not _DNS_LABEL.match(value):
-        raise ValueError(
-            f"{what} must be a Kubernetes name: lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63 characters"
-        )
-    return value
-
-
-class StorageSpec(_Section):
+class StorageSpec(Section):
     """Which Kubernetes Secrets give steps their S3 and Hugging Face Hub settings.
 
     The S3 Secret holds `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, and optionally
@@ -73,24 +49,10 @@ class StorageSpec(_Section):
     @field_validator("credentials_secret", "hf_token_secret")
     @classmethod
     def _secret_name(cls, value: str) -> str:
-        return _dns_label(value, "a Secret name")
+        return dns_label(value, "a Secret name")
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _duration_s(value: str) -> float:
-    """Seconds in an Argo duration: whole seconds (`30`) or Go's form (`10s`, `2m`, `1m30s`)."""
-    if value.isdigit():
-        return float(value)
-    parts = _DURATION_PART.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise ValueError("must be a duration such as 10s, 2m or 1m30s")
-    return sum(float(n) * _DURATION_UNIT_S[u] for n, u in parts)
-
-
-class FetchRetrySpec(_Section):
+class FetchRetrySpec(Section):
     """How Argo retries a fetch that failed for a reason that can heal (the store was away).
 
     After such a failure the step starts again after `backoff`, then `backoff * factor`, and so
@@ -116,13 +78,13 @@ class FetchRetrySpec(_Section):
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # whole seconds, as Argo reads a bare number
-        if isinstance(value, str) and _duration_s(value) <= 0:
+        if isinstance(value, str) and duration_s(value) <= 0:
             raise ValueError("must be longer than 0, e.g. 10s: retrying at once hammers a store")
         return value
 
     @model_validator(mode="after")
     def _cap_above_backoff(self) -> FetchRetrySpec:
-        if _duration_s(self.cap) < _duration_s(self.backoff):
+        if duration_s(self.cap) < duration_s(self.backoff):
             raise ValueError(
                 f"cap = {self.cap!r} is shorter than backoff = {self.backoff!r}, so every wait "
                 "would be the cap; raise cap or lower backoff"
@@ -130,7 +92,7 @@ class FetchRetrySpec(_Section):
         return self
 
 
-class CacheSpec(_Section):
+class CacheSpec(Section):
     """The node-local weights cache shared by fine-tune, eval and serving pods."""
 
     volume: Literal["pvc", "host"] = Field(
@@ -160,10 +122,10 @@ class CacheSpec(_Section):
     @field_validator("claim_name")
     @classmethod
     def _claim(cls, value: str) -> str:
-        return _dns_label(value, "a PersistentVolumeClaim name")
+        return dns_label(value, "a PersistentVolumeClaim name")
 
 
-class ModelSpec(_Section):
+class ModelSpec(Section):
     """The model a release is about: its name, where its weights come from, how they are cached."""
 
     name: str = Field(description="the model's name, used in cache paths and object names")
@@ -173,7 +135,7 @@ class ModelSpec(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _dns_label(value, "the model name")
+        return dns_label(value, "the model name")
 
     @field_validator("source")
     @classmethod
@@ -185,14 +147,14 @@ class ModelSpec(_Section):
         return value
 
 
-class LoraSpec(_Section):
+class LoraSpec(Section):
     """Low-rank adapters: trained instead of the full weights, merged into them on save."""
 
     rank: Annotated[int, Field(gt=0, description="adapter rank; 8-64 is usual")] = 8
     alpha: Annotated[int, Field(gt=0, description="adapter scaling")] = 16
 
 
-class TolerationSpec(_Section):
+class TolerationSpec(Section):
     """A toleration for tainted (e.g. GPU) nodes."""
 
     key: str
@@ -201,7 +163,7 @@ class TolerationSpec(_Section):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class NodePoolSpec(_Section):
+class NodePoolSpec(Section):
     """Where training pods run: whether those nodes have GPUs, and how to land on them."""
 
     gpu: bool = Field(default=False, description="the pool's nodes have GPUs")
@@ -210,7 +172,7 @@ class NodePoolSpec(_Section):
     tolerations: list[TolerationSpec] = Field(default_factory=list)
 
 
-class FinetuneSpec(_Section):
+class FinetuneSpec(Section):
     """How the finetune pipeline trains: data, method, scale, and the job that runs it."""
 
     dataset: str = Field(description="JSONL of prompt/response rows: s3://... or file:///...")
@@ -238,7 +200,7 @@ class FinetuneSpec(_Section):
     @field_validator("dataset", "output")
     @classmethod
     def _uri(cls, value: str) -> str:
-        return _uri(value)
+        return uri(value)
 
     @model_validator(mode="after")
     def _gpus_need_a_gpu_pool(self) -> FinetuneSpec:
@@ -251,7 +213,7 @@ class FinetuneSpec(_Section):
         return self
 
 
-class GateSpec(_Section):
+class GateSpec(Section):
     """One gated metric: an absolute floor, and/or non-inferiority against the reference.
 
     Non-inferiority compares the candidate with the reference on the same items (paired) and
@@ -280,7 +242,7 @@ class GateSpec(_Section):
         return self
 
 
-class EvaluateSpec(_Section):
+class EvaluateSpec(Section):
     """How the evaluate pipeline judges a candidate: suite, models, harness settings, gates."""
 
     suite: str = Field(default="tiny", description="a suite under evals/suites/")
@@ -297,7 +259,7 @@ class EvaluateSpec(_Section):
     @field_validator("candidate", "reference", "output")
     @classmethod
     def _uri(cls, value: str | None) -> str | None:
-        return None if value is None else _uri(value)
+        return None if value is None else uri(value)
 
     @field_validator("suite")
     @classmethod
@@ -335,7 +297,7 @@ class EvaluateSpec(_Section):
         return self
 
 
-class ProbeSpec(_Section):
+class ProbeSpec(Section):
     """The canary probe: the same prompts sent to stable and canary, answers graded.
 
     The prompt set is `serving/probes/<prompts>.jsonl` (prompt_id, prompt, reference): prompts
@@ -361,7 +323,7 @@ class ProbeSpec(_Section):
         return value
 
 
-class CanarySpec(_Section):
+class CanarySpec(Section):
     """How a new version replaces the stable one: traffic stages, each judged before the next.
 
     At each stage the HTTPRoute sends `stage`% of live traffic to the canary, the probe sends
@@ -397,7 +359,7 @@ class CanarySpec(_Section):
         return value
 
 
-class AutoscaleSpec(_Section):
+class AutoscaleSpec(Section):
     """A HorizontalPodAutoscaler on vLLM's queue length, through the Prometheus adapter."""
 
     min_replicas: Annotated[int, Field(ge=1)] = 1
@@ -416,7 +378,7 @@ class AutoscaleSpec(_Section):
         return self
 
 
-class GatewaySpec(_Section):
+class GatewaySpec(Section):
     """The Gateway API Gateway the model's HTTPRoute attaches to."""
 
     name: str = Field(default="llmflow-gateway", description="the Gateway's name")
@@ -426,10 +388,10 @@ class GatewaySpec(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _dns_label(value, "a Gateway name")
+        return dns_label(value, "a Gateway name")
 
 
-class ServingSpec(_Section):
+class ServingSpec(Section):
     """How the model is served with vLLM, and how a new version is rolled out."""
 
     model: str = Field(description="weights to deploy: s3://... or file:///...")
@@ -467,7 +429,7 @@ class ServingSpec(_Section):
     @field_validator("model")
     @classmethod
     def _uri(cls, value: str) -> str:
-        return _uri(value)
+        return uri(value)
 
     @field_validator("served_name")
     @classmethod
@@ -509,85 +471,7 @@ class ServingSpec(_Section):
         return self
 
 
-_IMAGE_REF = re.compile(
-    r"^(oci-archive:.+|[a-z0-9]+([._\-/:][a-z0-9]+)*(:[\w][\w.\-]{0,127})?(@sha256:[0-9a-f]{64})?)$"
-)
-
-
-class ImageSpec(_Section):
-    """One image the build-images pipeline builds."""
-
-    dockerfile: str = Field(description="the Dockerfile, relative to the repository root")
-    base: str | None = Field(
-        default=None,
-        description="the image it builds on (tag or @sha256 digest), or oci-archive:PATH for a "
-        "base kept as a file; default: the Dockerfile's own `ARG BASE`",
-    )
-
-    @field_validator("base")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        if value is not None and not _IMAGE_REF.match(value):
-            raise ValueError(
-                "must be an image reference (registry/repo:tag or registry/repo@sha256:<hex>) "
-                "or oci-archive:PATH"
-            )
-        return value
-
-
-class SourceSpec(_Section):
-    """The git repository and revision images are built from."""
-
-    repo: str = Field(
-        description="git URL the cluster clones; a path (such as `.`) works for local runs only"
-    )
-    revision: str = Field(default="HEAD", description="branch, tag or commit to build")
-
-
-class ImagesSpec(_Section):
-    """Where images are built from and pushed to (the build-images pipeline)."""
-
-    registry: str = Field(
-        description="registry and path images are pushed to: <registry>/<name>:<content tag>"
-    )
-    insecure: bool = Field(default=False, description="the registry speaks plain HTTP")
-    credentials_secret: str = Field(
-        default="llmflow-registry",
-        description="Secret of type kubernetes.io/dockerconfigjson with push credentials; "
-        "optional: a registry that needs none works without it",
-    )
-    variant: Literal["cpu", "cuda"] = Field(
-        default="cpu", description="torch build of the steps image: cpu, or cuda for GPU nodes"
-    )
-    torch_index: str = Field(
-        default="", description="mirror of the PyTorch wheel index; empty: download.pytorch.org"
-    )
-    builder: str = Field(
-        default="quay.io/buildah/stable:v1.38.1", description="the buildah image builds run in"
-    )
-    storage_driver: Literal["vfs", "overlay"] = Field(
-        default="vfs",
-        description="buildah's storage: vfs works in any unprivileged pod; overlay is much "
-        "faster where the kernel allows it (local builds as root)",
-    )
-    source: SourceSpec
-    steps: ImageSpec = ImageSpec(dockerfile="steps/Dockerfile")
-    serving: ImageSpec = ImageSpec(dockerfile="serving/Dockerfile")
-
-    @field_validator("registry")
-    @classmethod
-    def _registry(cls, value: str) -> str:
-        if not re.match(r"^[a-z0-9.\-]+(:\d+)?(/[a-z0-9._\-]+)*$", value):
-            raise ValueError("must be host[:port][/path], e.g. ghcr.io/acme/llmflow")
-        return value.rstrip("/")
-
-    @field_validator("credentials_secret")
-    @classmethod
-    def _secret_name(cls, value: str) -> str:
-        return _dns_label(value, "a Secret name")
-
-
-class ReleaseSpec(_Section):
+class ReleaseSpec(Section):
     """A whole release: the model and the cluster settings its pipelines run with."""
 
     namespace: str = Field(default="llmflow", description="namespace the workflows run in")
@@ -612,7 +496,7 @@ class ReleaseSpec(_Section):
     @field_validator("namespace", "service_account")
     @classmethod
     def _k8s_names(cls, value: str) -> str:
-        return _dns_label(value, "a namespace or service account name")
+        return dns_label(value, "a namespace or service account name")
 
 
 def load_spec(path: str | Path) -> ReleaseSpec:
