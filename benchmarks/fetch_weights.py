@@ -12,8 +12,8 @@ spare. Each row gives MB/s, CPU seconds per GB of the client and of the store, a
 the store's ceiling.
 
 Client CPU is then broken down: receiving (the ceiling's reader), hashing (MD5 and CRC64-NVME
-measured on this CPU) and the rest (writing, bookkeeping). A last pair of rows fetches from
-moto's server, whose objects carry S3's CRC64-NVME (as AWS objects do since 2025), to show the
+measured on this CPU) and the rest (writing, bookkeeping). A last row fetches from moto's
+server, whose objects carry S3's CRC64-NVME (as AWS objects do since December 2024), to show the
 client's CPU when the store offers a cheaper checksum than the ETag's MD5.
 
     .venv/bin/python benchmarks/fetch_weights.py            # 20 x 100 MB + 2 GiB + small files

@@ -6,9 +6,9 @@ Three families, chosen per file by what the source lists (`steps.weights.plan`):
   `-<parts>`. The part size is not listed, so it is inferred from the part count; downloads
   then cut chunks on the same boundaries and each chunk's MD5 is a part digest.
 - CRCs (`crc64nvme`, `crc32c`, `crc32`): S3's additional checksums, which AWS stores for every
-  object uploaded since 2025. A CRC is computed per chunk while the chunk is in memory and the
-  chunks' CRCs are combined arithmetically, so nothing is read twice; at under 0.2 CPU-s/GB
-  CRC64-NVME costs a tenth of MD5.
+  object uploaded since December 2024. A CRC is computed per chunk while the chunk is in memory
+  and the chunks' CRCs are combined arithmetically, so nothing is read twice; at under 0.2
+  CPU-s/GB CRC64-NVME costs a tenth of MD5.
 - Ordered hashes (`sha256`, `sha1`, `git-sha1`, `md5`): the Hugging Face Hub's LFS SHA-256 and
   git blob ids. They must see the bytes in order, so a hasher follows the finished prefix.
 
