@@ -14,7 +14,8 @@ COMPAT := $(VENV)/compat-tf4
 VLLM := $(VENV)/vllm
 VLLM_VERSION := 0.32.0
 S3RVER_VERSION := 3.7.1
-PYTEST_ARGS ?=
+# The slowest tests are listed at the end of every run, so a slow one is seen.
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: setup test demo lint golden lock clean
 

@@ -143,3 +143,11 @@ def _line(d: dict[str, Any]) -> str:
         f"{d['reference_mean']:.4f}, difference {d['estimate']:+.4f} "
         f"({d['confidence']:.0%} lower bound {lower}{margin}{floor}, n={d['n']})"
     )
+
+
+@script()
+def require_gate(
+    decision: Annotated[str, Parameter(name="decision", description="the gate's evidence")],
+) -> None:
+    """Fail, with the gate's evidence, so that a watching run (a schedule) fails loudly."""
+    raise StepError(f"the evaluation gate failed (report: the gate step's artifact): {decision}")

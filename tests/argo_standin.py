@@ -3,7 +3,10 @@
 No Argo server can run here. This one accepts only requests that Argo v4.1.2's published API
 (`swagger-v4.1.2.json`) defines: a known path and method, and a body that passes the
 operation's schema with every object closed. Anything else gets the 4xx a real server would
-send. Accepted requests are recorded for the test to inspect.
+send. Accepted requests are recorded for the test to inspect. Objects are stored as the
+Kubernetes API stores them: a create of an existing name is a conflict, an update must carry
+the stored `resourceVersion`, a Workflow must reference a WorkflowTemplate that exists. It runs
+nothing: a test sets a workflow's status in `statuses`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class ArgoStandIn:
     token: str = "secret-token"
     requests: list[Recorded] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    #: Stored objects by API kind segment, then (namespace, name).
+    objects: dict[str, dict[tuple[str, str], Any]] = field(default_factory=dict)
+    #: Workflow statuses a test sets, by workflow name (a stand-in runs nothing).
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _version: int = 0
 
     def __post_init__(self) -> None:
         swagger = json.loads(self.swagger_path.read_text())
@@ -75,28 +83,78 @@ class ArgoStandIn:
                     return 400, {"code": 3, "message": msg}, None
         return 200, None, Recorded(method, path, op["operationId"], headers, body)
 
+    def _serve(self, record: Recorded) -> tuple[int, Any]:
+        """What the server's objects answer: stored like the Kubernetes API stores them."""
+        parts = record.path.split("?")[0].strip("/").split("/")  # api v1 <kind> <ns> [name]
+        kind, namespace = parts[2], parts[3]
+        name = parts[4] if len(parts) > 4 else None
+        store = self.objects.setdefault(kind, {})
+        if record.method == "GET":
+            obj = store.get((namespace, name))
+            if obj is None:
+                return 404, {"code": 5, "message": f'{kind} "{name}" not found'}
+            if kind == "workflows" and name in self.statuses:
+                obj = {**obj, "status": self.statuses[name]}
+            return 200, obj
+        key = {"workflows": "workflow", "workflow-templates": "template"}.get(kind, "cronWorkflow")
+        obj = json.loads(json.dumps(record.body[key]))
+        meta = obj.setdefault("metadata", {})
+        if record.method == "PUT":
+            current = store.get((namespace, name))
+            if current is None:
+                return 404, {"code": 5, "message": f'{kind} "{name}" not found'}
+            if meta.get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                return 409, {"code": 10, "message": "the object has been modified"}
+        else:
+            if kind == "workflows":
+                meta["name"] = meta.get("name") or meta.get("generateName", "wf-") + "x7k2p"
+                ref = (obj.get("spec") or {}).get("workflowTemplateRef")
+                if ref and (namespace, ref["name"]) not in self.objects.get(
+                    "workflow-templates", {}
+                ):
+                    return 400, {
+                        "code": 3,
+                        "message": f'workflowtemplates.argoproj.io "{ref["name"]}" not found',
+                    }
+            if (namespace, meta.get("name")) in store:
+                return 409, {"code": 6, "message": f'{kind} "{meta.get("name")}" already exists'}
+        self._version += 1
+        meta["namespace"] = namespace
+        meta["resourceVersion"] = str(self._version)
+        store[(namespace, meta["name"])] = obj
+        return 200, obj
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def _respond(self, method: str) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, error, record = standin._check("POST", self.path, dict(self.headers), raw)
+                status, error, record = standin._check(method, self.path, dict(self.headers), raw)
                 if record is None:
                     standin.rejected.append(error["message"])
                     payload = error
                 else:
-                    standin.requests.append(record)
-                    workflow = record.body["workflow"]
-                    meta = workflow.setdefault("metadata", {})
-                    meta["name"] = meta.get("name") or meta.get("generateName", "wf-") + "x7k2p"
-                    payload = workflow
+                    status, payload = standin._serve(record)
+                    if status == 200 or method == "GET":  # a 404 is an answer, not a refusal
+                        standin.requests.append(record)
+                    else:
+                        standin.rejected.append(payload["message"])
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self._respond("POST")
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._respond("PUT")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._respond("GET")
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -301,6 +301,85 @@ def test_template_refs_are_taken_on_trust() -> None:
     assert workflow_problems(wf) == []
 
 
+LIBRARY = {
+    "kind": "WorkflowTemplate",
+    "metadata": {"name": "library"},
+    "spec": {
+        "templates": [
+            {
+                **steps("outer", [call("inner", "echo", message="{{inputs.parameters.message}}")]),
+                "inputs": {"parameters": [{"name": "message"}]},
+            },
+            {**echo("echo", "message"), "outputs": {"parameters": [{"name": "said"}]}},
+        ]
+    },
+}
+
+
+def library(name: str, cluster: bool) -> dict[str, Any] | None:
+    return LIBRARY if (name, cluster) == ("library", False) else None
+
+
+def refers(template: str, library: str = "library", **fields: Any) -> dict[str, Any]:
+    step = call("a", **fields)
+    del step["template"]
+    return {**step, "templateRef": {"name": library, "template": template}}
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (refers("echo"), "templates.echo inputs.parameters.message was not supplied"),
+        (refers("nope", message="m"), "template reference library.nope not found"),
+        (refers("echo", "elsewhere", message="m"), "template reference elsewhere.echo not found"),
+        (
+            {**refers("echo", message="m"), "template": "echo"},
+            "template name cannot be specified with templateRef",
+        ),
+        (
+            {**refers("echo", message="m"), "templateRef": {"name": "library"}},
+            "template name is required",
+        ),
+    ],
+)
+def test_a_lookup_checks_template_refs_as_validate_template_holder(
+    step: dict[str, Any], message: str
+) -> None:
+    problems = workflow_problems(workflow(steps("main", [step]), echo()), library)
+    assert problems == [f"templates.main.steps[0].a {message}"]
+
+
+def test_a_referenced_template_resolves_its_names_in_its_workflow_template() -> None:
+    # `outer` calls the library's `echo`; the Workflow's own `echo`, which needs an input
+    # `other` that `outer` does not pass, is not the one it means.
+    said = {**refers("echo", message="m"), "name": "c"}
+    wf = workflow(
+        steps(
+            "main",
+            [refers("outer", message="hi"), said],
+            [call("b", "echo", other="{{steps.c.outputs.parameters.said}}")],
+        ),
+        echo("echo", "other"),
+    )
+    assert workflow_problems(wf, library) == []
+    # With the referenced template known, its outputs are known: no wildcard any more.
+    wf["spec"]["templates"][0]["steps"][1][0]["arguments"]["parameters"][0]["value"] = (
+        "{{steps.c.outputs.parameters.nope}}"
+    )
+    assert workflow_problems(wf, library) == [
+        "templates.main.steps failed to resolve {{steps.c.outputs.parameters.nope}}"
+    ]
+    assert workflow_problems(wf) == []  # without a lookup, taken on trust
+
+
+def test_a_workflow_template_ref_may_not_come_with_templates() -> None:
+    reference = {"workflowTemplateRef": {"name": "library"}}
+    assert workflow_problems(workflow(entrypoint=None, **reference)) == []
+    assert workflow_problems(workflow(echo("main"), **reference)) == [
+        "Templates is invalid field in spec if workflow referred WorkflowTemplate reference"
+    ]
+
+
 def test_malformed_documents_do_not_crash() -> None:
     for spec in ({"templates": "x"}, {"templates": [None, {"name": 3}]}, {"entrypoint": ["x"]}):
         assert isinstance(workflow_problems({"kind": "Workflow", "spec": spec}), list)

@@ -157,15 +157,27 @@ def test_submit_sends_a_valid_create_request(cli, schemas_dir) -> None:
             argo.token,
             "-n",
             "team-a",
+            "--apply-templates",
+            "--set",
+            "verify=full",
         )
         assert argo.rejected == []
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "fetch-weights-tiny-llama-x7k2p"
-    [request] = argo.requests
-    assert request.operation == "WorkflowService_CreateWorkflow"
+    operations = [r.operation for r in argo.requests]
+    assert operations == [
+        "WorkflowTemplateService_GetWorkflowTemplate",
+        "WorkflowTemplateService_CreateWorkflowTemplate",
+        "WorkflowService_CreateWorkflow",
+    ]
+    request = argo.requests[-1]
     assert request.path == "/api/v1/workflows/team-a"
-    assert request.body["workflow"]["metadata"]["namespace"] == "team-a"
-    assert request.body["workflow"]["spec"]["entrypoint"] == "main"
+    workflow = request.body["workflow"]
+    assert workflow["metadata"]["namespace"] == "team-a"
+    assert workflow["spec"] == {
+        "workflowTemplateRef": {"name": "fetch-weights"},
+        "arguments": {"parameters": [{"name": "verify", "value": "full"}]},
+    }
 
 
 def test_submit_refused_token_is_a_clear_error(cli, schemas_dir) -> None:
@@ -174,7 +186,8 @@ def test_submit_refused_token_is_a_clear_error(cli, schemas_dir) -> None:
             main, ["submit", "fetch-weights", "-f", SPEC, "--host", argo.url, "--token", "wrong"]
         )
     assert result.exit_code == 2
-    assert f"the Argo server at {argo.url} refused the workflow" in result.output
+    assert f"the Argo server at {argo.url} refused the WorkflowTemplate (401)" in result.output
+    assert "check --token/ARGO_TOKEN" in result.output
     assert "wrong" not in result.output
 
 
@@ -209,10 +222,10 @@ def test_the_stand_in_rejects_what_argo_would(schemas_dir) -> None:
 
 def test_submit_finetune_sends_the_job_manifest(cli, schemas_dir) -> None:
     with ArgoStandIn(schemas_dir / "argo-workflows" / "swagger-v4.1.2.json") as argo:
-        result = cli("submit", "finetune", "-f", SPEC, "--host", argo.url, "--token", argo.token)
-    assert result.exit_code == 0, result.output
-    [request] = argo.requests
-    templates = {t["name"]: t for t in request.body["workflow"]["spec"]["templates"]}
+        result = cli("templates", "apply", "-f", SPEC, "--host", argo.url, "--token", argo.token)
+        assert result.exit_code == 0, result.output
+    template = argo.objects["workflow-templates"][("llmflow", "finetune")]
+    templates = {t["name"]: t for t in template["spec"]["templates"]}
     assert "kind: PyTorchJob" in templates["train"]["resource"]["manifest"]
     assert "AWS_SECRET_ACCESS_KEY" in templates["train"]["resource"]["manifest"]
-    assert "S3RVER" not in json.dumps(request.body)
+    assert all("S3RVER" not in json.dumps(r.body) for r in argo.requests)

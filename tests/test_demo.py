@@ -1,48 +1,59 @@
-"""`make demo` end to end: tiny model -> local S3 -> fetch -> fine-tune -> evaluate -> deploy."""
+"""`make demo` end to end: the release pipeline takes the tiny model to production, twice.
 
+The first release (fetch, images, fine-tune, evaluate, canary) reaches production; the second,
+a candidate served with `--max-num-seqs 1`, fails its canary and is rolled back, and
+production stays the first.
+"""
+
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from steps.weights.cache import Manifest
+from steps.releases import RecordStore
+from workflows.cli import main
 from workflows.demo import run_demo
 from workflows.local.kinds.overview import down, status
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(1500)  # the whole lifecycle, three vLLM starts included
-def test_demo_runs_the_lifecycle(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+@pytest.mark.timeout(2700)  # two releases, four vLLM starts and two image builds' worth
+def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
         monkeypatch.setenv(key, "")  # restored after the test; the demo sets its own
+    root = tmp_path / "root"
     try:
-        outputs = run_demo(ROOT / "releases" / "tiny.yaml", tmp_path / "demo", tmp_path / "root")
-        serving = status(tmp_path / "root")
+        outputs = run_demo(ROOT / "releases" / "tiny.yaml", tmp_path / "demo", root)
+        serving = status(root)
     finally:
-        down(tmp_path / "root")  # the demo leaves the model served; the suite leaves nothing
-    path = Path(outputs["path"])
-    assert path.is_relative_to(tmp_path / "root" / "volumes" / "pvc" / "llmflow-model-cache")
-    manifest = Manifest.from_json((path / ".llmflow" / "manifest.json").read_text())
-    assert outputs["digest"] == manifest.digest and outputs["digest"].startswith("sha256:")
-    assert outputs["cache-hit"] == "false"
-    assert {f.path for f in manifest.files} >= {"config.json", "model.safetensors"}
-    assert (path / "model.safetensors").read_bytes() == (
-        tmp_path / "demo" / "tiny-model" / "model.safetensors"
-    ).read_bytes()
-    assert outputs["checkpoint"].startswith(
-        "s3://llmflow-models/tiny-llama-ft/finetune-tiny-llama-"
-    )
-    assert float(outputs["final-loss"]) < 3.0
-    assert (tmp_path / "demo" / "fine-tuned" / "model.safetensors").is_file()
-    # The fine-tuned model passes the evaluation gate against the base model, with a report.
-    assert outputs["passed"] == "true"
-    report = Path(outputs["report"])
-    assert report.is_relative_to(tmp_path / "root" / "runs") and report.name == "index.html"
-    assert (report.parent / "gate.png").is_file() and "PASS" in report.read_text()
-    # The fine-tuned model was promoted through the canary and answers through the gateway.
+        down(root)  # the demo leaves the model served; the suite leaves nothing
+    # The fine-tuned model serves all traffic and answers through the gateway.
     assert outputs["answer"].strip() == "7"
     assert outputs["gateway"] in serving["gateways"].values()
     [deployment] = [o for o in serving["objects"] if o["kind"] == "Deployment"]
     assert deployment["name"] == "tiny-llama-stable" and deployment["ready"] == "1/1"
     assert deployment["version"] == outputs["version"]
+    routes = [o for o in serving["objects"] if o["kind"] == "HTTPRoute"]
+    assert routes and all("canary" not in json.dumps(r) for r in routes)
+
+    # The bad release was rolled back, and said why.
+    assert "release rolled-back" in outputs["second_message"]
+    store = RecordStore.open(outputs["records"])
+    records = {r.workflow.name: r for r in store.list("tiny-llama") if r.workflow}
+    first, second = records[outputs["first"]], records[outputs["second"]]
+    assert first.outcome == "production" and second.outcome == "rolled-back"
+    assert first.weights is not None and first.weights.uri == outputs["checkpoint"]
+    assert first.evaluation is not None and first.evaluation.passed
+    assert first.images and set(first.images) == {"steps", "serving"}
+    production = store.alias("tiny-llama", "production")
+    assert production is not None and production.release == first.release
+
+    # `llmflow releases show tiny-llama` prints the last good release.
+    shown = CliRunner().invoke(
+        main, ["releases", "show", "tiny-llama", "--records", outputs["records"]]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert first.release in shown.output and "production" in shown.output
+    assert int(outputs["reports"]) >= 4  # gate page and chart, canary charts of both

@@ -13,6 +13,7 @@ from hera.workflows.models import (
     HostPathVolumeSource,
     Metadata,
     PersistentVolumeClaimVolumeSource,
+    ValueFrom,
     Volume,
 )
 
@@ -153,17 +154,47 @@ def new_workflow(spec: ReleaseSpec, pipeline: str, arguments: list[Parameter]) -
     )
 
 
-def fetch_model(workflow: Workflow, source: str = "source", name: str | None = None) -> Any:
+def main_input(name: str) -> str:
+    """The expression for an input of a pipeline's `main` template (`{{inputs.parameters.x}}`).
+
+    A pipeline's `main` takes as inputs the values that change when another pipeline calls it
+    (the release passes the fine-tuned checkpoint as `candidate`); run alone, Argo fills
+    them from the workflow's arguments, which reach the entrypoint's inputs by name.
+    """
+    return f"{{{{inputs.parameters.{name}}}}}"
+
+
+def main_outputs(outputs: dict[str, str]) -> list[Parameter]:
+    """`main`'s outputs: name -> a task output (`{{tasks.x.outputs.parameters.y}}`).
+
+    They are also the workflow's outputs (`globalName`), so a caller of the Python API
+    reads them from the finished workflow, and a release that composes `main` gets them
+    as task outputs.
+    """
+    return [
+        Parameter(name=name, value_from=ValueFrom(parameter=source), global_name=name)
+        for name, source in outputs.items()
+    ]
+
+
+def fetch_model(
+    workflow: Workflow,
+    source: str = "source",
+    name: str | None = None,
+    source_value: str | None = None,
+) -> Any:
     """The fetch-weights task of a DAG, wired to the workflow's model parameters.
 
     Args:
         workflow: The workflow whose parameters the task reads.
         source: The workflow parameter holding the weights' URI (evaluate fetches two).
         name: The task's name; Hera's default (`fetch-weights`) when None.
+        source_value: The URI as an expression, instead of the `source` parameter (a
+            `main` input).
     """
     from steps.fetch import fetch_weights
 
-    arguments = {"source": param(workflow, source)}
+    arguments = {"source": source_value or param(workflow, source)}
     arguments.update(
         {key: param(workflow, key) for key in ("model-name", "verify", "concurrency", "chunk-mib")}
     )

@@ -28,7 +28,7 @@ from steps.images import (
     record_images,
     source_artifact,
 )
-from workflows._common import new_workflow, param
+from workflows._common import main_outputs, new_workflow, param
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
@@ -156,7 +156,11 @@ def build(spec: ReleaseSpec) -> Workflow:
             ),
             termination_message_policy="FallbackToLogsOnError",
         )
-        with DAG(name="main"):
+        outputs = {
+            "images": "{{tasks.record-images.outputs.parameters.images}}",
+            "commit": "{{tasks.plan-images.outputs.parameters.commit}}",
+        }
+        with DAG(name="main", outputs=main_outputs(outputs)):
             plan = plan_images(
                 name="plan-images",
                 arguments={

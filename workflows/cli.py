@@ -17,10 +17,14 @@ import click
 
 from workflows import __version__
 from workflows.canary_cli import canary_group
+from workflows.cli_options import argo_server_options
 from workflows.cluster_cli import cluster_group
 from workflows.eval_cli import eval_group
 from workflows.exceptions import LLMFlowError, ValidationFailed
 from workflows.local_cli import local_group
+from workflows.releases_cli import releases_group
+from workflows.tags_cli import release_tag_group
+from workflows.templates_cli import templates_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -191,40 +195,82 @@ def lint(
     click.echo(f"ok: {count} checked (Argo schema from {registry.origin})", err=True)
 
 
+def _overrides(sets: tuple[str, ...]) -> dict[str, str]:
+    """`--set NAME=VALUE` options as a dict."""
+    overrides = {}
+    for item in sets:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise LLMFlowError(f"--set {item!r}: write NAME=VALUE")
+        overrides[name] = value
+    return overrides
+
+
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a workflow parameter; repeatable.",
+)
+
+
 @main.command()
 @click.argument("pipeline")
-@spec_option
-@click.option("--host", envvar="ARGO_SERVER", help="Argo server URL. Env: ARGO_SERVER.")
-@click.option("--token", envvar="ARGO_TOKEN", help="Bearer token. Env: ARGO_TOKEN.")
 @click.option(
-    "-n",
-    "--namespace",
-    envvar="ARGO_NAMESPACE",
-    help="Namespace (default: the spec's). Env: ARGO_NAMESPACE.",
+    "-f",
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Release spec the templates are rendered from (and checked against the server's). "
+    "Without it, PIPELINE is a WorkflowTemplate as applied (needs -n).",
 )
+@set_option
+@argo_server_options
 @click.option(
-    "--insecure",
+    "--apply-templates",
     is_flag=True,
-    default=None,
-    help="Skip TLS verification. Env: ARGO_INSECURE_SKIP_VERIFY.",
+    help="Apply the spec's WorkflowTemplates first (else they must match the server's).",
 )
+@click.option("--wait", is_flag=True, help="Wait for the end; exit 0 only when it Succeeded.")
+@click.option("--timeout", type=float, help="With --wait: the most seconds to wait.")
 @_friendly
 def submit(
     pipeline: str,
-    spec_path: Path,
+    spec_path: Path | None,
+    sets: tuple[str, ...],
     host: str | None,
     token: str | None,
     namespace: str | None,
     insecure: bool | None,
+    apply_templates: bool,
+    wait: bool,
+    timeout: float | None,
 ) -> None:
-    """Validate PIPELINE for a spec and submit it to an Argo server."""
-    from workflows.spec import load_spec
+    """Start PIPELINE on an Argo server: a Workflow that references its WorkflowTemplate.
+
+    The templates on the server must be what the spec renders (`llmflow templates apply -f
+    SPEC`, or --apply-templates). Prints the workflow's name; with --wait, then its phase,
+    message and outputs.
+    """
+    from workflows.api import submit as submit_pipeline
     from workflows.submit import ArgoServer
-    from workflows.submit import submit as submit_workflow
 
     server = ArgoServer.from_env(host, token, namespace, insecure)
-    name = submit_workflow(pipeline, load_spec(spec_path), server)
-    click.echo(name)
+    submission = submit_pipeline(
+        pipeline,
+        spec_path,
+        parameters=_overrides(sets),
+        target=server,
+        apply_templates=apply_templates,
+    )
+    click.echo(submission.name)
+    if wait:
+        result = submission.wait(timeout)
+        click.echo(f"{result.phase}{': ' + result.message if result.message else ''}")
+        for key, value in result.outputs.items():
+            click.echo(f"{key}: {value}")
+        raise SystemExit(0 if result.succeeded else 1)
 
 
 @main.command("run")
@@ -242,12 +288,13 @@ def submit(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Run this Workflow YAML instead of rendering a pipeline.",
 )
+@set_option
 @click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Override a workflow parameter; repeatable.",
+    "--from",
+    "source",
+    metavar="KIND/NAME",
+    help="Run what a spec's object starts, as `argo submit --from`: cronwf/NAME (one run of "
+    "a schedule, now) or workflowtemplate/NAME.",
 )
 @click.option(
     "--image-map",
@@ -263,6 +310,7 @@ def run_cmd(
     spec_path: Path | None,
     workflow_file: Path | None,
     sets: tuple[str, ...],
+    source: str | None,
     image_map: Path | None,
     root: Path,
 ) -> None:
@@ -277,15 +325,13 @@ def run_cmd(
     """
     from workflows.local.runner import run_workflow
 
-    if (pipeline is None) == (workflow_file is None):
-        raise LLMFlowError("give a PIPELINE with -f SPEC, or --file WORKFLOW.yaml")
-    overrides = {}
-    for item in sets:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise LLMFlowError(f"--set {item!r}: write NAME=VALUE")
-        overrides[name] = value
-    phase = run_workflow(pipeline, spec_path, workflow_file, overrides, root, image_map)
+    if [pipeline is not None, workflow_file is not None, source is not None].count(True) != 1:
+        raise LLMFlowError(
+            "give a PIPELINE with -f SPEC, or --from cronwf/NAME with -f SPEC, or --file "
+            "WORKFLOW.yaml"
+        )
+    overrides = _overrides(sets)
+    phase = run_workflow(pipeline, spec_path, workflow_file, overrides, root, image_map, source)
     raise SystemExit(0 if phase == "Succeeded" else 1)
 
 
@@ -434,26 +480,36 @@ def tiny_model(out: Path, seed: int) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the model, the local S3 data and the cache go.",
 )
+@click.option(
+    "--skip-images",
+    is_flag=True,
+    help="Release without building images (no buildah, no registry).",
+)
 @_friendly
-def demo(spec_path: Path, workdir: Path) -> None:
-    """Run the lifecycle locally on a tiny model, as far as this version provides it.
+def demo(spec_path: Path, workdir: Path, skip_images: bool) -> None:
+    """Run the whole lifecycle locally on a tiny model, through the release pipeline.
 
-    Creates the tiny model, serves it from a local S3 server (s3rver), renders and lints the
-    pipelines, and runs them with the local engine (as `llmflow run`): fetch-weights,
-    finetune (a two-replica PyTorchJob), evaluate (lm-eval and the gate), deploy (the base
-    model first, then the fine-tuned one as a judged canary, promoted), then loads the
-    fine-tuned model. Its runs are listed by `llmflow runs list`; what it serves stays up
-    (`llmflow local status`) until `llmflow local down`.
+    Creates the tiny model and serves it from a local S3 server (s3rver), validates and
+    applies the WorkflowTemplates locally, serves the base model (deploy), then releases the
+    fine-tuned model with the Python API on the local engine: fetch, build the images
+    (buildah, a local registry), fine-tune (two replicas), evaluate and gate, canary, promote,
+    record. It asks the gateway a question with the openai client, releases a bad candidate
+    (served with --max-num-seqs 1) that is rolled back, and prints the record, the reports
+    and the time taken. What it serves stays up (`llmflow local status`) until `llmflow
+    local down`; `llmflow releases show tiny-llama` prints the production release.
     """
     from workflows.demo import run_demo
 
-    run_demo(spec_path, workdir)
+    run_demo(spec_path, workdir, images=not skip_images)
 
 
 main.add_command(eval_group)
 main.add_command(canary_group)
 main.add_command(local_group)
 main.add_command(cluster_group)
+main.add_command(templates_group)
+main.add_command(releases_group)
+main.add_command(release_tag_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,8 @@
 """`llmflow cluster`: the generated part of the kustomize tree that prepares a cluster.
 
 What derives from the pipelines (service accounts and least-privilege Roles, WorkflowTemplates,
-the model-cache pre-warm DaemonSet) is written by `llmflow cluster render`, never by hand, and
-a test checks that the committed files equal what it writes now.
+the spec's CronWorkflows, the model-cache pre-warm DaemonSet) is written by `llmflow cluster
+render`, never by hand, and a test checks that the committed files equal what it writes now.
 """
 
 from __future__ import annotations
@@ -44,14 +44,21 @@ def render_cluster(spec_path: Path, rbac_spec_paths: tuple[Path, ...] = ()) -> d
     from workflows.prewarm import prewarm_objects
     from workflows.rbac import pipeline_rules, rbac_objects
     from workflows.render import render
-    from workflows.spec import load_spec
-    from workflows.templates import workflow_template
+    from workflows.schedules import cron_workflows
+    from workflows.spec import ReleaseSpec, load_spec
+    from workflows.templates import referenced_templates, workflow_template
 
     spec = load_spec(spec_path)
     specs = [spec, *(load_spec(p) for p in rbac_spec_paths)]
     pipelines = list(discover())
     rendered = {name: render(name, spec) for name in pipelines}
-    rules = pipeline_rules({name: [render(name, s) for s in specs] for name in pipelines})
+
+    def runs(name: str, spec: ReleaseSpec) -> list[dict[str, Any]]:
+        # A pipeline composed by templateRef runs its stages' templates as its own account.
+        workflow = render(name, spec)
+        return [workflow, *(render(ref, spec) for ref in sorted(referenced_templates(workflow)))]
+
+    rules = pipeline_rules({name: [w for s in specs for w in runs(name, s)] for name in pipelines})
 
     rbac = []
     for name in pipelines:
@@ -64,8 +71,11 @@ def render_cluster(spec_path: Path, rbac_spec_paths: tuple[Path, ...] = ()) -> d
         "rbac.yaml": _documents(origin, rbac),
         "prewarm.yaml": _documents(origin, prewarm_objects(spec, rendered["fetch-weights"])),
     }
-    for name, workflow in rendered.items():
-        files[f"templates/{name}.yaml"] = _documents(origin, [workflow_template(workflow, name)])
+    templates = {name: workflow_template(workflow, name) for name, workflow in rendered.items()}
+    for name, template in templates.items():
+        files[f"templates/{name}.yaml"] = _documents(origin, [template])
+    for cron in cron_workflows(spec, templates):
+        files[f"schedules/{cron['metadata']['name']}.yaml"] = _documents(origin, [cron])
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -166,7 +176,7 @@ def cluster_group() -> None:
     help="Folder of the generated files (a kustomize base the cluster/base includes).",
 )
 def render_cmd(spec_path: Path, rbac_spec_paths: tuple[Path, ...], out: Path) -> None:
-    """Write the generated files: service accounts and Roles, WorkflowTemplates, pre-warm.
+    """Write the generated files: accounts and Roles, WorkflowTemplates, CronWorkflows, pre-warm.
 
     Run it again after changing a pipeline; the tests fail while the committed files differ.
     """

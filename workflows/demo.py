@@ -1,210 +1,276 @@
-"""`llmflow demo`: the lifecycle as far as this release goes, on one machine, on a tiny model.
+"""`llmflow demo`: the whole lifecycle on one machine, on a tiny model, by the release pipeline.
 
-1. create the tiny model (no download),
-2. put it in a local S3 server (s3rver),
-3. render the pipelines for releases/tiny.yaml and validate them strictly,
-4. run fetch-weights with the local engine (what `llmflow run fetch-weights -f
-   releases/tiny.yaml` does), its step exactly as the pod runs it, the cache volume a local
-   folder; then once more to show the cache hit,
-5. run finetune: the PyTorchJob runs as two local replicas (DDP over gloo) on the tiny
-   instruction dataset, checkpointing to S3,
-6. run evaluate: lm-eval's tiny suite on the fine-tuned model (candidate) and the base model
-   (reference) in parallel, then the paired non-inferiority gate and its report,
-7. run deploy twice: the base model as the first release (served directly by vLLM behind the
-   local gateway), then the fine-tuned model as a canary, probed and judged stage by stage,
-   and promoted; then ask the gateway a question. The platform keeps serving afterwards
-   (`llmflow local status`, `llmflow local down`),
-8. load the fine-tuned model from S3 with transformers and generate.
+1. create the tiny model (no download) and put it, with the tiny instruction dataset, in a
+   local S3 server (s3rver),
+2. render every pipeline as a WorkflowTemplate, and the spec's schedules as CronWorkflows,
+   validate them strictly and apply the templates to the local platform,
+3. start a local registry and the stand-ins the image builds need (a Python base image, a
+   torch wheel index when download.pytorch.org is out of reach),
+4. serve the base model: the `deploy` pipeline's first release (vLLM behind the local
+   nginx gateway, scraped by a local Prometheus),
+5. release: the `release` pipeline, started with the Python API (`workflows.api.submit`)
+   on the local engine: fetch, build the images, fine-tune with two replicas, evaluate and
+   gate, canary the fine-tuned model stage by stage, promote, record,
+6. ask the gateway a question with the `openai` client,
+7. release a deliberately bad candidate (the same model served with `--max-num-seqs 1`,
+   slow under load): its canary fails and is rolled back; production stays the first,
+8. print the release record, where each report is, and the time it all took.
+
+What it serves stays up (`llmflow local status`) until `llmflow local down`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from workflows.exceptions import LLMFlowError, ValidationFailed
-from workflows.local.engine import Run, RunOptions
 from workflows.local.s3 import LocalS3, upload_folder
-from workflows.local.store import Node
 from workflows.local.view import LiveView, make_console
-from workflows.local.view import render as render_tree
-from workflows.render import render
-from workflows.spec import load_spec
-from workflows.validation import SchemaRegistry, validate_documents
+from workflows.spec import ReleaseSpec, load_spec
 
 console = make_console()
 
 
-def run_demo(spec_path: Path, workdir: Path, root: Path = Path(".llmflow")) -> dict[str, str]:
-    """Run the demo; returns the fetch step's output parameters (path, digest, ...).
+def run_demo(
+    spec_path: Path, workdir: Path, root: Path = Path(".llmflow"), images: bool = True
+) -> dict[str, str]:
+    """Run the demo; returns what it found out (release ids, outcome, gateway, answer).
 
     Args:
         spec_path: The release spec (its source must be s3://).
-        workdir: Where the tiny model and the local S3 server's data go.
-        root: The local engine's folder (runs, volumes), as for `llmflow run --root`.
+        workdir: Where the tiny model, the S3 server's data, the registry and specs go.
+        root: The local engine's folder (runs, templates, platform, release records).
+        images: Build the images in the release (False: a spec without `images`).
     """
     from steps.tiny_model import create_tiny_model
     from steps.weights.uri import parse_source_uri
+    from workflows.local.kinds.overview import down
 
+    started = time.monotonic()
     spec = load_spec(spec_path)
+    if not images and spec.images is not None:
+        spec = spec.model_copy(update={"images": None})
     source = parse_source_uri(spec.model.source)
     if source.scheme != "s3":
         raise LLMFlowError(f"{spec_path}: the demo serves the model from S3; use an s3:// source")
     workdir.mkdir(parents=True, exist_ok=True)
+    records = f"file://{(root / 'records').resolve()}"
+    outputs: dict[str, str] = {"records": records}
 
-    _section("1. tiny model")
+    _section("1. tiny model, local S3")
     model_dir = create_tiny_model(workdir / "tiny-model")
-    console.print(f"created {model_dir}")
-
-    with LocalS3(workdir / "s3", buckets=(source.location,)) as s3:
-        _section("2. local S3")
-        count = upload_folder(s3.client(), model_dir, source.location, source.prefix)
-        console.print(f"uploaded {count} files to {spec.model.source} at {s3.endpoint}")
-
-        _section("3. render and lint")
-        workflow = render("fetch-weights", spec)
-        pipelines = {"fetch-weights": workflow}
-        if spec.finetune is not None:
-            pipelines["finetune"] = render("finetune", spec)
-        if spec.evaluate is not None:
-            pipelines["evaluate"] = render("evaluate", spec)
-        if spec.serving is not None:
-            pipelines["deploy"] = render("deploy", spec)
-        docs = list(pipelines.items())
-        problems = [p for p in validate_documents(docs, SchemaRegistry()) if not p.unchecked]
-        if problems:
-            raise ValidationFailed([str(p) for p in problems])
-        console.print(f"{', '.join(pipelines)} render to Workflows that pass strict validation")
-
-        _section("4. llmflow run fetch-weights")
+    with ExitStack() as stack:
+        s3 = stack.enter_context(LocalS3(workdir / "s3", buckets=(source.location,)))
         os.environ.update(s3.env())  # the Secret llmflow-s3 is read from these locally
-        env = dict(os.environ)
-        outputs, _ = _run(workflow, root, env, "fetch-weights")
-        print(f"path:   {outputs['path']}\ndigest: {outputs['digest']}", flush=True)
-        started = time.monotonic()
-        again, _ = _run(workflow, root, env, "fetch-weights")
-        console.print(
-            f"second run: cache-hit={again['cache-hit']} "
-            f"({time.monotonic() - started:.1f} s including the step's interpreter start)"
-        )
-        fetched = Path(outputs["path"])
-        model_dir = fetched
-        if spec.finetune is not None:
-            _section("5. llmflow run finetune")
-            _upload_dataset(spec.finetune.dataset, s3)
-            record, _ = _run(pipelines["finetune"], root, env, "record-training")
-            print(
-                f"checkpoint: {record['checkpoint']}\nfinal loss: {record['final-loss']} "
-                f"after {record['steps']} steps",
-                flush=True,
-            )
-            model_dir = workdir / "fine-tuned"
-            _download(record["checkpoint"], model_dir)
-            outputs = {**outputs, **record}
-            if spec.evaluate is not None:
-                _section("6. llmflow run evaluate")
-                verdict = _evaluate(pipelines["evaluate"], root, env, record["checkpoint"], spec)
-                outputs = {**outputs, **verdict}
-            if spec.serving is not None:
-                _section("7. llmflow run deploy")
-                served = _deploy(pipelines["deploy"], root, env, spec, record)
-                outputs = {**outputs, **served}
+        count = upload_folder(s3.client(), model_dir, source.location, source.prefix)
+        _upload_dataset(spec, s3)
+        console.print(f"uploaded {count} files to {spec.model.source} at {s3.endpoint}")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    _section("8. load and generate")
-    for folder in dict.fromkeys([fetched, model_dir]):
-        tokens = _generate(folder)
-        console.print(f"{folder} loads in transformers and generated {tokens} tokens")
+        _section("2. WorkflowTemplates and CronWorkflows")
+        good = _write_spec(spec, workdir / "tiny.yaml")
+        _templates(good, root)
+
+        overrides = {"records": records}
+        if spec.images is not None:
+            _section("3. a local registry for the images")
+            overrides.update(_image_services(stack, workdir, env))
+
+        _section("4. serve the base model (the first release of `deploy`)")
+        for line in down(root):  # a demo starts from nothing served
+            console.print(line, highlight=False)
+        _submit("deploy", good, root, env, {"candidate": spec.model.source})
+
+        _section("5. release the fine-tuned model: `llmflow submit release` on this machine")
+        first = _submit("release", good, root, env, overrides)
+        outputs.update(first=first.name, checkpoint=first.outputs["checkpoint"])
+        outputs["version"] = first.outputs["version"]
+
+        _section("6. ask it through the gateway, as an application would")
+        outputs.update(_ask(root, spec))
+
+        _section("7. release a bad candidate: the same model, served with --max-num-seqs 1")
+        bad = _write_spec(_slow(spec), workdir / "tiny-slow.yaml")
+        second = _submit("release", bad, root, env, overrides, expect="Failed")
+        outputs.update(second=second.name, second_message=second.message)
+        _templates(good, root, quiet=True)  # the platform's templates are the good spec's again
+
+    _section("8. the record, and where to look")
+    outputs.update(_show(spec, records, root, first.name, second.name))
+    minutes = (time.monotonic() - started) / 60
+    outputs["minutes"] = f"{minutes:.1f}"
+    console.print(f"the whole lifecycle took {minutes:.1f} min", highlight=False)
     return outputs
 
 
-def _evaluate(
-    workflow: dict[str, Any], root: Path, env: dict[str, str], candidate: str, spec: Any
-) -> dict[str, str]:
-    """Gate the fine-tuned checkpoint against the base model; print where the report is."""
-    parameters = {"candidate": candidate, "reference": spec.model.source}
-    # Two evaluations run side by side: one torch thread each is fastest on a small machine.
-    verdict, gate = _run(
-        workflow, root, {**env, "OMP_NUM_THREADS": "1"}, "gate-evaluation", parameters
+def _write_spec(spec: ReleaseSpec, path: Path) -> Path:
+    """The spec as a file, for the templates and the record to name."""
+    path.write_text(
+        yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
     )
-    report = Path(next(a["path"] for a in gate.outputs["artifacts"] if a["name"] == "report"))
-    console.print(f"gate passed: {verdict['passed']}\n{verdict['decision']}", highlight=False)
-    console.print(f"report: {report / 'index.html'} and {report / 'gate.png'}", highlight=False)
-    return {"passed": verdict["passed"], "report": str(report / "index.html")}
+    return path
 
 
-def _deploy(
-    workflow: dict[str, Any], root: Path, env: dict[str, str], spec: Any, record: dict[str, str]
-) -> dict[str, str]:
-    """Serve the base model, then canary the fine-tuned one; ask the gateway a question."""
-    from serving.labels import served_name
-    from workflows.local.kinds.overview import down, status
+def _slow(spec: ReleaseSpec) -> ReleaseSpec:
+    """The same release with a serving config that queues requests: a new version, slower."""
+    assert spec.serving is not None
+    args = [*spec.serving.vllm_args, "--max-num-seqs", "1"]
+    serving = spec.serving.model_copy(update={"vllm_args": args})
+    return spec.model_copy(update={"serving": serving})
 
-    # A demo starts from nothing served: what an earlier demo left running goes first.
-    for line in down(root):
-        console.print(line, highlight=False)
 
-    releases = [
-        ("first release (no stable version yet): the base model", spec.model.source),
-        ("next release: the fine-tuned model, as a canary", record["checkpoint"]),
-    ]
-    plan: dict[str, str] = {}
-    for title, candidate in releases:
-        console.print(title, highlight=False)
-        plan, _ = _run(workflow, root, env, "plan-rollout", {"candidate": candidate})
-    gateway = next(iter(status(root)["gateways"].values()))
-    question = "Question: What is 3 plus 4?\nAnswer:"
-    answer = _complete(gateway, served_name(spec), question)
+def _templates(spec_path: Path, root: Path, quiet: bool = False) -> None:
+    """Render, validate strictly and apply every template; render the CronWorkflows."""
+    from workflows.api import apply_local_templates
+    from workflows.local.templates import LocalTemplates
+    from workflows.schedules import cron_workflows
+    from workflows.templates import pipeline_templates
+    from workflows.validation import SchemaRegistry, validate_documents
+
+    spec = load_spec(spec_path)
+    templates = pipeline_templates(spec)
+    crons = cron_workflows(spec, templates)
+    documents = [(n, t) for n, t in templates.items()] + [(c["metadata"]["name"], c) for c in crons]
+    problems = [p for p in validate_documents(documents, SchemaRegistry()) if not p.unchecked]
+    if problems:
+        raise ValidationFailed([str(p) for p in problems])
+    apply_local_templates(spec, LocalTemplates(root))
+    if not quiet:
+        console.print(
+            f"{len(templates)} WorkflowTemplates ({', '.join(templates)}) and {len(crons)} "
+            "CronWorkflows pass strict validation; the templates are applied locally "
+            "(`llmflow templates apply --local`)",
+            highlight=False,
+        )
+
+
+def _image_services(stack: ExitStack, workdir: Path, env: dict[str, str]) -> dict[str, str]:
+    """A registry, the base image and, without download.pytorch.org, a torch wheel index."""
+    from workflows.local.bases import build_python_base
+    from workflows.local.registry import LocalRegistry
+    from workflows.local.wheels import LocalWheelIndex, find_torch_wheel
+
+    registry = stack.enter_context(LocalRegistry(workdir / "registry"))
+    build_python_base(Path(".llmflow/bases/python.tar"))
+    overrides = {"registry": f"{registry.host}/llmflow"}
+    links = [Path(p) for p in env.get("PIP_FIND_LINKS", "/opt/wheels").split()]
+    wheel = find_torch_wheel(links)
+    if wheel is not None:
+        index = stack.enter_context(LocalWheelIndex([wheel], workdir / "wheel-index"))
+        overrides["torch-index"] = index.url
     console.print(
-        f"serving version {plan['version']} at {gateway}\n"
-        f"{question!r} -> {answer!r}\n"
-        f"still serving: `llmflow local status` shows it, `llmflow local down` stops it",
+        f"registry {registry.host}; base image .llmflow/bases/python.tar"
+        + (f"; torch from {wheel.name}" if wheel else ""),
         highlight=False,
     )
-    return {"gateway": gateway, "version": plan["version"], "answer": answer}
+    return overrides
 
 
-def _complete(gateway: str, model: str, prompt: str) -> str:
-    """One completion through the gateway, as a client of the model would ask."""
-    import json
-    import urllib.request
+def _submit(
+    pipeline: str,
+    spec_path: Path,
+    root: Path,
+    env: dict[str, str],
+    parameters: dict[str, str],
+    expect: str = "Succeeded",
+) -> Any:
+    """Run a pipeline with the Python API on the local engine, with a live view."""
+    from workflows.api import Local, submit
+    from workflows.local.store import RunStore
+    from workflows.local.view import render
 
-    body = {"model": model, "prompt": prompt, "max_tokens": 4, "temperature": 0}
-    request = urllib.request.Request(
-        f"{gateway}/v1/completions",
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
+    view = LiveView(console)
+    target = Local(root=root, env=env, on_change=view.on_change)
+    with view:
+        result = submit(pipeline, spec_path, parameters=parameters, target=target).wait()
+    status = RunStore(root.resolve(), result.name).read_status()
+    console.print(render(status, outputs=False))
+    message = f": {result.message}" if result.message else ""
+    console.print(f"{result.name} {result.phase}{message}", highlight=False)
+    if result.phase != expect:
+        raise LLMFlowError(
+            f"run {result.name} {result.phase} (expected {expect}){message}; see "
+            f"`llmflow runs logs {result.name}`"
+        )
+    return result
+
+
+def _ask(root: Path, spec: ReleaseSpec) -> dict[str, str]:
+    """One completion through the gateway with the openai client."""
+    from openai import OpenAI
+
+    from serving.labels import served_name
+    from workflows.local.kinds.overview import status
+
+    gateway = next(iter(status(root)["gateways"].values()))
+    client = OpenAI(base_url=f"{gateway}/v1", api_key="not-needed-locally")
+    question = "Question: What is 3 plus 4?\nAnswer:"
+    completion = client.completions.create(
+        model=served_name(spec), prompt=question, max_tokens=4, temperature=0
     )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return str(json.loads(response.read())["choices"][0]["text"])
+    answer = completion.choices[0].text
+    console.print(
+        f"{gateway}/v1/completions  {question!r} -> {answer!r}\n"
+        "still serving afterwards: `llmflow local status`, `llmflow local down`",
+        highlight=False,
+    )
+    return {"gateway": gateway, "answer": answer}
 
 
-def _upload_dataset(uri: str, s3: LocalS3) -> None:
+def _show(spec: ReleaseSpec, records: str, root: Path, first: str, second: str) -> dict[str, str]:
+    """The production record, and the reports of both releases."""
+    from steps.releases import RecordStore
+    from workflows.releases_cli import describe
+
+    store = RecordStore.open(records)
+    production = store.alias(spec.model.name, "production")
+    if production is None or production.workflow is None or production.workflow.name != first:
+        raise LLMFlowError(f"production of {spec.model.name} is not the release {first}")
+    console.print(
+        describe(production, "production", store.record_uri(spec.model.name, production.release)),
+        highlight=False,
+    )
+    runs = (root / "runs").resolve()
+    reports = {  # the steps' output artifacts, as the Argo UI lists them
+        "gate report": sorted((runs / first / "artifacts").rglob("index.html")),
+        "gate chart": sorted((runs / first / "artifacts").rglob("gate.png")),
+        "canary stages (promoted)": sorted((runs / first / "artifacts").rglob("stage-*.png")),
+        "canary stages (rolled back)": sorted((runs / second / "artifacts").rglob("stage-*.png")),
+    }
+    for what, paths in reports.items():
+        for path in paths:
+            console.print(f"{what}: {path}", highlight=False)
+    console.print(
+        f"`llmflow releases list {spec.model.name}`, `llmflow releases show "
+        f"{spec.model.name}`, `llmflow runs list`",
+        highlight=False,
+    )
+    return {
+        "production": production.release,
+        "reports": str(len([p for paths in reports.values() for p in paths])),
+    }
+
+
+def _upload_dataset(spec: ReleaseSpec, s3: LocalS3) -> None:
     """Put the tiny instruction dataset where the spec says the training data is."""
     from urllib.parse import urlsplit
 
     from steps import storage
     from steps.tiny_data import DATASET
 
-    if not uri.startswith("s3://"):
+    if spec.finetune is None or not spec.finetune.dataset.startswith("s3://"):
         return
-    bucket = urlsplit(uri).netloc
+    bucket = urlsplit(spec.finetune.dataset).netloc
     client = s3.client()
     if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=bucket)
-    storage.upload(DATASET / "train.jsonl", uri)
-
-
-def _download(uri: str, folder: Path) -> None:
-    """Copy a model folder from S3 (the fine-tuned checkpoint) to a local folder."""
-    from steps.weights.fetch import fetch_model
-
-    result = fetch_model(uri, folder.parent / ".fine-tuned-cache", "fine-tuned", progress=False)
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(result.path, folder, ignore=shutil.ignore_patterns(".llmflow"))
+    storage.upload(DATASET / "train.jsonl", spec.finetune.dataset)
 
 
 def _section(title: str) -> None:
@@ -213,38 +279,3 @@ def _section(title: str) -> None:
         console.rule(f"[bold]{title}")
     else:
         console.print(f"== {title}", highlight=False)
-
-
-def _run(
-    workflow: dict[str, Any],
-    root: Path,
-    env: dict[str, str],
-    step_name: str,
-    parameters: dict[str, str] | None = None,
-) -> tuple[dict[str, str], Node]:
-    """Execute a Workflow with the local engine and a live view; one step's outputs and node."""
-    view = LiveView(console)
-    options = RunOptions(root=root, env=env, on_change=view.on_change, parameters=parameters or {})
-    run = Run(workflow, options)
-    with view:
-        phase = run.execute()
-    console.print(render_tree(run.status(), outputs=True))
-    if phase != "Succeeded":
-        raise LLMFlowError(
-            f"run {run.name} {phase}: {run.message}; see `llmflow runs logs {run.name}`"
-        )
-    step = next(n for n in run.nodes.values() if n.template_name == step_name)
-    return {p["name"]: p["value"] for p in step.outputs["parameters"]}, step
-
-
-def _generate(model_dir: Path) -> int:
-    """Load a model with transformers and greedily generate a few tokens; returns how many."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    inputs = tokenizer("Question: What is the capital of France? Answer:", return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    return int(out.shape[1] - inputs["input_ids"].shape[1])

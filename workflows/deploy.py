@@ -28,7 +28,14 @@ from hera.workflows.models import Mutex, Synchronization, ValueFrom
 from serving import deployment, labels, monitoring, routing
 from steps.canary import analyse_canary
 from steps.deploy import plan_rollout
-from workflows._common import fetch_model, model_parameters, new_workflow, param
+from workflows._common import (
+    fetch_model,
+    main_input,
+    main_outputs,
+    model_parameters,
+    new_workflow,
+    param,
+)
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
@@ -145,9 +152,6 @@ def build(spec: ReleaseSpec) -> Workflow:
     stable_name = labels.object_name(spec, labels.STABLE)
     parameters = [p for p in model_parameters(spec) if p.name != "source"] + deploy_parameters(spec)
     with new_workflow(spec, NAME, parameters) as workflow:
-        workflow.synchronization = Synchronization(
-            mutexes=[Mutex(name=f"deploy-{spec.model.name}")]
-        )
         workflow.on_exit = "restore-stable"
         deploy_stable = _deployment_template(spec, "deploy-stable", labels.STABLE)
         deploy_canary = _deployment_template(spec, "deploy-canary", labels.CANARY)
@@ -200,8 +204,20 @@ def build(spec: ReleaseSpec) -> Workflow:
                 name="restore-remove-canary-service", when=when, depends="restore-route"
             )
 
-        with DAG(name="main"):
-            fetched = fetch_model(workflow, source="candidate")
+        plan_outputs = {
+            name: f"{{{{tasks.plan-rollout.outputs.parameters.{name}}}}}"
+            for name in ("mode", "version")
+        }
+        plan_outputs["digest"] = "{{tasks.fetch-weights.outputs.parameters.digest}}"
+        # The candidate is `main`'s input: a release passes the checkpoint it just trained.
+        # The mutex is on `main`, not the workflow, so a release that runs `main` holds it too.
+        with DAG(
+            name="main",
+            inputs=[Parameter(name="candidate")],
+            outputs=main_outputs(plan_outputs),
+            synchronization=Synchronization(mutexes=[Mutex(name=f"deploy-{spec.model.name}")]),
+        ):
+            fetched = fetch_model(workflow, source_value=main_input("candidate"))
             find_stable()
             planned = plan_rollout(
                 arguments={

@@ -15,8 +15,15 @@ import json
 from hera.workflows import DAG, Parameter, Workflow
 
 from steps.evaluate import evaluate_model
-from steps.gate import gate_evaluation
-from workflows._common import fetch_model, model_parameters, new_workflow, param
+from steps.gate import gate_evaluation, require_gate
+from workflows._common import (
+    fetch_model,
+    main_input,
+    main_outputs,
+    model_parameters,
+    new_workflow,
+    param,
+)
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
@@ -48,6 +55,13 @@ def evaluate_parameters(spec: ReleaseSpec) -> list[Parameter]:
         Parameter(name="seed", value=str(ev.seed), description="lm-eval seed"),
         Parameter(name="limit", value=str(ev.limit), description="items per task; 0: all"),
         Parameter(
+            name="fail-on-gate",
+            value="false",
+            enum=["false", "true"],
+            description="true: a failed gate fails the workflow (a schedule watching production);"
+            " false: it outputs passed=false for a `when` further on",
+        ),
+        Parameter(
             name="gates",
             value=json.dumps([g.model_dump(exclude_none=True) for g in ev.gates]),
             description="JSON list of gates: metric (task/metric), margin, floor, confidence",
@@ -67,12 +81,22 @@ def build(spec: ReleaseSpec) -> Workflow:
         settings = {
             name: param(workflow, name) for name in ("suite", "batch-size", "seed", "limit")
         }
-        with DAG(name="main"):
+        outputs = {
+            name: f"{{{{tasks.gate-evaluation.outputs.parameters.{name}}}}}"
+            for name in ("passed", "decision")
+        }
+        # The candidate is `main`'s input: a release passes the checkpoint it just trained.
+        with DAG(name="main", inputs=[Parameter(name="candidate")], outputs=main_outputs(outputs)):
             arms = {}
             for role in ("candidate", "reference"):
                 if role == "reference" and spec.evaluate.reference is None:
                     continue
-                fetched = fetch_model(workflow, source=role, name=f"fetch-{role}")
+                fetched = fetch_model(
+                    workflow,
+                    source=role,
+                    name=f"fetch-{role}",
+                    source_value=main_input(role) if role == "candidate" else None,
+                )
                 evaluated = evaluate_model(
                     name=f"evaluate-{role}",
                     arguments={
@@ -98,6 +122,12 @@ def build(spec: ReleaseSpec) -> Workflow:
                 }
             )
             list(arms.values()) >> gate  # type: ignore[operator]
+            required = require_gate(
+                arguments={"decision": gate.get_parameter("decision")},
+                when=f"{param(workflow, 'fail-on-gate')} == true && "
+                "{{tasks.gate-evaluation.outputs.parameters.passed}} == false",
+            )
+            gate >> required  # type: ignore[operator]
     return workflow
 
 

@@ -53,3 +53,11 @@ class InvalidWorkflow(LLMFlowError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid Workflow (as `argo lint` finds it):\n  " + "\n  ".join(problems))
+
+
+class ReleaseTagError(LLMFlowError):
+    """A git tag that is not `release/<model>/<semver>`; the message says which part is wrong."""
+
+
+class TriggerError(LLMFlowError):
+    """Git hosting settings from which no webhook can be configured (a repo URL, a hook)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Workflow
 
-from workflows._common import fetch_model, model_parameters, new_workflow
+from workflows._common import fetch_model, main_outputs, model_parameters, new_workflow
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
 
@@ -19,7 +19,11 @@ NAME = "fetch-weights"
 def build(spec: ReleaseSpec) -> Workflow:
     """The fetch-weights Workflow for a release spec."""
     with new_workflow(spec, NAME, model_parameters(spec)) as workflow:
-        with DAG(name="main"):
+        outputs = {
+            name: f"{{{{tasks.fetch-weights.outputs.parameters.{name}}}}}"
+            for name in ("path", "digest", "cache-hit")
+        }
+        with DAG(name="main", outputs=main_outputs(outputs)):
             fetch_model(workflow)
     return workflow
 

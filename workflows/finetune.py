@@ -14,7 +14,7 @@ from hera.workflows import DAG, Parameter, Resource, Workflow
 from hera.workflows.models import ValueFrom
 
 from steps.finetune import record_training
-from workflows._common import fetch_model, model_parameters, new_workflow
+from workflows._common import fetch_model, main_outputs, model_parameters, new_workflow
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
@@ -76,7 +76,11 @@ def build(spec: ReleaseSpec) -> Workflow:
             inputs=[Parameter(name="model-path", description="the base model in the cache")],
             outputs=[Parameter(name="job", value_from=ValueFrom(json_path="{.metadata.name}"))],
         )
-        with DAG(name="main"):
+        outputs = {
+            name: f"{{{{tasks.record-training.outputs.parameters.{name}}}}}"
+            for name in ("checkpoint", "final-loss", "steps", "tokens-per-second")
+        }
+        with DAG(name="main", outputs=main_outputs(outputs)):
             fetched = fetch_model(workflow)
             trained = train(arguments={"model-path": fetched.get_parameter("path")})
             recorded = record_training(arguments={"output": RUN_OUTPUT})

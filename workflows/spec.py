@@ -26,6 +26,8 @@ from steps.weights.sources import check_fetchable
 from workflows.exceptions import SpecError
 from workflows.spec_base import Section, dns_label, duration_s, uri
 from workflows.spec_images import ImagesSpec
+from workflows.spec_release import RecordsSection
+from workflows.spec_schedules import ScheduleSpec
 
 
 class StorageSpec(Section):
@@ -492,11 +494,24 @@ class ReleaseSpec(Section):
     evaluate: EvaluateSpec | None = None
     serving: ServingSpec | None = None
     images: ImagesSpec | None = None
+    records: RecordsSection = RecordsSection()  # where release records and aliases are kept
+    schedules: list[ScheduleSpec] = Field(
+        default_factory=list, description="pipelines started on a cron schedule (CronWorkflows)"
+    )
 
     @field_validator("namespace", "service_account")
     @classmethod
     def _k8s_names(cls, value: str) -> str:
         return dns_label(value, "a namespace or service account name")
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_schedules(cls, value: list[ScheduleSpec]) -> list[ScheduleSpec]:
+        names = [s.name for s in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"schedule names must differ; {', '.join(twice)} is used twice")
+        return value
 
 
 def load_spec(path: str | Path) -> ReleaseSpec:

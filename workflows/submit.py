@@ -1,6 +1,6 @@
-"""Submit a rendered pipeline to an Argo server through Hera's WorkflowsService.
+"""Submit a pipeline to an Argo server: a Workflow that references the pipeline's template.
 
-The manifest is validated strictly first: a bad spec or a broken template fails here, with
+Everything is validated strictly first: a bad spec or a broken template fails here, with
 the field named, before anything reaches the cluster. Connection settings follow the `argo`
 CLI's environment variables so an existing setup works unchanged.
 """
@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
-import requests
-from hera.workflows import WorkflowsService, models
-from hera.workflows.models import WorkflowCreateRequest
-
+from workflows.argo_client import ArgoClient
 from workflows.exceptions import SubmitError, ValidationFailed
 from workflows.pipelines import get_pipeline
 from workflows.spec import ReleaseSpec
+from workflows.templates import pipeline_templates, referenced_templates, template_workflow
 from workflows.validation import SchemaRegistry, validate_documents
+
+Manifest = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -71,36 +72,92 @@ class ArgoServer:
             verify_tls=not insecure,
         )
 
+    def client(self) -> ArgoClient:
+        """The REST client for this server."""
+        return ArgoClient(self.host, self.token, self.verify_tls)
 
-def submit(pipeline: str, spec: ReleaseSpec, server: ArgoServer) -> str:
-    """Validate and submit a pipeline; returns the created workflow's name.
+
+def submit(
+    pipeline: str,
+    spec: ReleaseSpec,
+    server: ArgoServer,
+    parameters: Mapping[str, str] | None = None,
+    apply_templates: bool = False,
+) -> str:
+    """Run a pipeline's WorkflowTemplate on an Argo server; returns the created workflow's name.
+
+    The Workflow only references the template (`workflowTemplateRef`) with the overridden
+    parameters, as a run from the Argo UI does. The template on the server must be what the
+    spec renders (or `apply_templates` puts it there first): a stale template would run
+    something other than the spec says.
 
     Raises:
-        ValidationFailed: the rendered Workflow does not pass strict validation.
-        SubmitError: the server is unreachable or refused the workflow.
+        ValidationFailed: a rendered template or the Workflow does not pass strict validation.
+        SpecError: a parameter the template does not declare, or a value outside its enum.
+        SubmitError: the server is unreachable, lacks the template, or refused the workflow.
     """
-    workflow = get_pipeline(pipeline).build(spec)
     namespace = server.namespace or spec.namespace
-    workflow.namespace = namespace
-    problems = validate_documents([(pipeline, workflow.to_dict())], SchemaRegistry())
+    needed = needed_templates(pipeline, spec, namespace)
+    client = server.client()
+    for name, template in needed.items():
+        if apply_templates:
+            client.apply(template, namespace)
+            continue
+        current = client.get("WorkflowTemplate", namespace, name)
+        if current is None:
+            raise SubmitError(
+                f"the Argo server at {server.host} has no WorkflowTemplate {name!r} in namespace "
+                f"{namespace}; apply the templates first: `llmflow templates apply -f SPEC` "
+                "(or submit with --apply-templates)"
+            )
+        if current.get("spec") != template["spec"]:
+            raise SubmitError(
+                f"the WorkflowTemplate {name!r} in namespace {namespace} differs from what the "
+                "spec renders; apply it again (`llmflow templates apply -f SPEC`, or submit with "
+                "--apply-templates) so that the run is the spec's"
+            )
+    workflow = template_workflow(needed[pipeline], parameters)
+    _check([(f"{pipeline} (Workflow)", workflow)])
+    created = client.create(workflow, namespace)
+    created_name = (created.get("metadata") or {}).get("name")
+    if not created_name:
+        raise SubmitError(f"the Argo server at {server.host} answered without a workflow name")
+    return str(created_name)
+
+
+def needed_templates(pipeline: str, spec: ReleaseSpec, namespace: str) -> dict[str, Manifest]:
+    """The pipeline's WorkflowTemplate and those it references, in `namespace`, validated.
+
+    Raises:
+        PipelineNotFoundError: no such pipeline.
+        SpecError: the spec lacks what the pipeline needs.
+        ValidationFailed: a template does not pass strict validation.
+    """
+    templates = pipeline_templates(spec)
+    if pipeline not in templates:
+        get_pipeline(pipeline).build(spec)  # raises why the spec cannot render it
+    needed: dict[str, Manifest] = {}
+    todo = [pipeline]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        if name not in templates:
+            raise SubmitError(
+                f"the {pipeline} template references {name!r}, which the spec does not render"
+            )
+        template = {**templates[name]}
+        template["metadata"] = {**template["metadata"], "namespace": namespace}
+        needed[name] = template
+        todo.extend(referenced_templates(template))
+    _check([(f"{name} (WorkflowTemplate)", t) for name, t in needed.items()])
+    return needed
+
+
+def _check(documents: list[tuple[str, Manifest]]) -> None:
+    """Strict validation; what has no schema here is left to the API server, with a warning."""
+    problems = validate_documents(documents, SchemaRegistry())
     for problem in (p for p in problems if p.unchecked):
-        # No CRD here to check it against; the cluster's API server validates it on apply.
         log.warning("%s", problem)
     if any(not p.unchecked for p in problems):
         raise ValidationFailed([str(p) for p in problems if not p.unchecked])
-    service = WorkflowsService(
-        host=server.host, token=server.token, namespace=namespace, verify_ssl=server.verify_tls
-    )
-    try:
-        request = WorkflowCreateRequest(workflow=cast(models.Workflow, workflow.build()))
-        created = service.create_workflow(request, namespace=namespace)
-    except requests.ConnectionError:
-        raise SubmitError(
-            f"cannot reach the Argo server at {server.host}; check --host/ARGO_SERVER and "
-            "that the server (or its port-forward) is up"
-        ) from None
-    except Exception as exc:  # Hera raises one class per HTTP status
-        raise SubmitError(f"the Argo server at {server.host} refused the workflow: {exc}") from None
-    if created.metadata is None or not created.metadata.name:
-        raise SubmitError(f"the Argo server at {server.host} answered without a workflow name")
-    return created.metadata.name

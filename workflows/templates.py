@@ -1,14 +1,20 @@
-"""A rendered Workflow as an Argo WorkflowTemplate: what the Argo UI and schedules start.
+"""Pipelines as Argo WorkflowTemplates: what the Argo UI, the CLI, schedules and tags all start.
 
-The template carries the Workflow's spec unchanged (parameters with their descriptions and
-enums are the UI's form); it is named after the pipeline, so one template per pipeline and
-namespace, and every trigger submits the same definition.
+The template carries the rendered Workflow's spec unchanged (parameters with their
+descriptions and enums are the UI's form); it is named after the pipeline, so one template
+per pipeline and namespace. Every trigger submits a Workflow that only references it
+(`workflowTemplateRef`) with the parameters it overrides, so a run started from the UI, by
+`llmflow submit`, by a CronWorkflow or by a git tag is the same run.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
+
+from workflows.exceptions import SpecError
+from workflows.spec import ReleaseSpec
 
 
 def workflow_template(workflow: dict[str, Any], name: str) -> dict[str, Any]:
@@ -28,4 +34,88 @@ def workflow_template(workflow: dict[str, Any], name: str) -> dict[str, Any]:
         "kind": "WorkflowTemplate",
         "metadata": metadata,
         "spec": copy.deepcopy(workflow["spec"]),
+    }
+
+
+def pipeline_templates(spec: ReleaseSpec) -> dict[str, dict[str, Any]]:
+    """Every pipeline the spec can run, as its WorkflowTemplate, by name.
+
+    A pipeline whose section the spec lacks (no `serving`: no `deploy`) is left out, as is
+    one composed of a left-out pipeline.
+    """
+    from workflows.pipelines import discover
+
+    templates = {}
+    for name, pipeline in discover().items():
+        try:
+            workflow = pipeline.build(spec).to_dict()
+        except SpecError:
+            continue
+        templates[name] = workflow_template(workflow, name)
+    return templates
+
+
+def referenced_templates(manifest: dict[str, Any]) -> set[str]:
+    """The WorkflowTemplates a Workflow or template names (`templateRef`, `workflowTemplateRef`)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("templateRef", "workflowTemplateRef"):
+                ref = node.get(key)
+                if isinstance(ref, dict) and ref.get("name") and not ref.get("clusterScope"):
+                    names.add(ref["name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(manifest.get("spec", {}))
+    return names
+
+
+def template_workflow(
+    template: dict[str, Any], parameters: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A Workflow that runs a WorkflowTemplate (`workflowTemplateRef`), as the Argo UI submits it.
+
+    Only the overridden parameters are arguments; the rest keep the template's values, so
+    the run is the template's whatever started it.
+
+    Raises:
+        SpecError: a parameter the template does not declare, or a value outside its enum,
+            naming the template's parameters.
+    """
+    name = template["metadata"]["name"]
+    declared = {
+        p["name"]: p for p in (template["spec"].get("arguments") or {}).get("parameters") or []
+    }
+    arguments = []
+    for key, value in (parameters or {}).items():
+        if key not in declared:
+            raise SpecError(
+                f"parameter {key!r}: the {name} template has no such parameter; "
+                f"its parameters: {', '.join(declared) or 'none'}"
+            )
+        enum = declared[key].get("enum")
+        if enum and str(value) not in [str(e) for e in enum]:
+            raise SpecError(f"parameter {key} = {value!r}: must be one of {', '.join(enum)}")
+        arguments.append({"name": key, "value": str(value)})
+    meta = template["metadata"]
+    metadata: dict[str, Any] = {"generateName": f"{name}-"}
+    prefix = (meta.get("labels") or {}).get("llmflow.io/model")
+    if prefix:
+        metadata["generateName"] = f"{name}-{prefix}-"
+    for key in ("namespace", "labels"):
+        if meta.get(key):
+            metadata[key] = copy.deepcopy(meta[key])
+    spec: dict[str, Any] = {"workflowTemplateRef": {"name": name}}
+    if arguments:
+        spec["arguments"] = {"parameters": arguments}
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": metadata,
+        "spec": spec,
     }

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from workflows.exceptions import RunError
 from workflows.local.expressions import evaluate_depends, substitute
+from workflows.local.refs import Frame, target
 from workflows.local.scope import Scope
 from workflows.local.store import COMPLETED, FAILED, Node
 from workflows.local.tasks import (
@@ -87,8 +88,10 @@ def continues_on(task: dict[str, Any], phase: str) -> bool:
 class _Dag:
     """The state of one DAG node while its tasks run."""
 
-    def __init__(self, run: Run, node: Node, template: dict[str, Any], scope: Scope) -> None:
-        self.run, self.node, self.scope = run, node, scope
+    def __init__(
+        self, run: Run, node: Node, template: dict[str, Any], scope: Scope, frame: Frame
+    ) -> None:
+        self.run, self.node, self.scope, self.frame = run, node, scope, frame
         self.template = template
         self.tasks = {t["name"]: t for t in template["dag"]["tasks"]}
         self.logic = {name: depends_logic(t, self.tasks) for name, t in self.tasks.items()}
@@ -203,14 +206,25 @@ class _Dag:
             for outbound in self.run.outbound(self.nodes[dep])
         ]
 
-    def _leaf(self, name: str, kind: str, phase: str, message: str) -> Node:
-        node = self.run.new_node(
-            f"{self.node.name}.{name}",
-            name,
+    def _node(
+        self, task: dict[str, Any], node_name: str, display: str, kind: str, parents: list[Node]
+    ) -> Node:
+        """A node of a task that runs no template itself (skipped, or a loop's group)."""
+        template, ref = target(task)
+        return self.run.new_node(
+            node_name,
+            display,
             kind,
-            self._parents(name),
-            self.tasks[name].get("template", ""),
+            parents,
+            template,
             self.node.id,
+            ref=ref,
+            scope=self.frame.holder.scope,
+        )
+
+    def _leaf(self, name: str, kind: str, phase: str, message: str) -> Node:
+        node = self._node(
+            self.tasks[name], f"{self.node.name}.{name}", name, kind, self._parents(name)
         )
         self.run.set_phase(node, phase, message)
         return node
@@ -240,13 +254,11 @@ class _Dag:
             return self._leaf(name, "Skipped", "Error", str(exc))
         if calls is None:
             return self.run.execute_template(
-                task["template"], where, name, self._parents(name), args, scope, self.node.id
+                task, self.frame, where, name, self._parents(name), args, scope, self.node.id
             )
         if not calls:
             return self._leaf(name, "Skipped", "Skipped", "Skipped, empty params")
-        group = self.run.new_node(
-            where, name, "TaskGroup", self._parents(name), task["template"], self.node.id
-        )
+        group = self._node(task, where, name, "TaskGroup", self._parents(name))
         self.run.set_phase(group, "Running")
         with ThreadPoolExecutor(max_workers=min(len(calls), MAX_THREADS)) as pool:
             futures = [pool.submit(self._run_item, task, call, group) for call in calls]
@@ -262,20 +274,16 @@ class _Dag:
     def _run_item(self, task: dict[str, Any], call: Call, group: Node) -> Node | None:
         try:
             if not should_execute(call.when, call.name):
-                node = self.run.new_node(
-                    call.name, call.display, "Skipped", [group], task["template"], self.node.id
-                )
+                node = self._node(task, call.name, call.display, "Skipped", [group])
                 self.run.set_phase(node, "Skipped", f"when '{call.when}' evaluated false")
                 return node
             args = arguments(task, call.scope, call.name)
         except RunError as exc:
-            node = self.run.new_node(
-                call.name, call.display, "Skipped", [group], task["template"], self.node.id
-            )
+            node = self._node(task, call.name, call.display, "Skipped", [group])
             self.run.set_phase(node, "Error", str(exc))
             return node
         return self.run.execute_template(
-            task["template"], call.name, call.display, [group], args, call.scope, self.node.id
+            task, self.frame, call.name, call.display, [group], args, call.scope, self.node.id
         )
 
     # --- the outcome ----------------------------------------------------------------------
@@ -340,6 +348,9 @@ class _Dag:
         return result
 
 
-def run_dag(run: Run, node: Node, template: dict[str, Any], scope: Scope) -> Scope:
-    """Run a DAG template's tasks; sets the node's phase; returns the tasks' output scope."""
-    return _Dag(run, node, template, scope).execute()
+def run_dag(run: Run, node: Node, template: dict[str, Any], scope: Scope, frame: Frame) -> Scope:
+    """Run a DAG template's tasks; sets the node's phase; returns the tasks' output scope.
+
+    `frame` is where the DAG template runs: its tasks' `template:` names resolve there.
+    """
+    return _Dag(run, node, template, scope, frame).execute()

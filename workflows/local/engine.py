@@ -5,7 +5,8 @@
 handler. Container and script templates run as local processes with the pod's command;
 resource templates go to the LocalPlatform. Node names and ids follow Argo's scheme
 (`wf.task`, `wf[0].step`, `wf.task(1)` for retries, `wf.task(0:item)` for loops), and the
-status is written to the run folder after every change.
+status is written to the run folder after every change. `templateRef`s and a
+`workflowTemplateRef` resolve against the WorkflowTemplates in the local store (`refs.py`).
 """
 
 from __future__ import annotations
@@ -24,19 +25,22 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from workflows.exceptions import InvalidWorkflow, RunError
+from workflows.exceptions import RunError
 from workflows.local import dag, leaves, outputs, retries, steps
-from workflows.local.expressions import substitute, substitute_all
+from workflows.local.expressions import substitute_all
 from workflows.local.git import load_git_inputs
 from workflows.local.images import ImageMap, entrypoint
+from workflows.local.inputs import bind_inputs, input_scope
 from workflows.local.limits import Gate, OpenGate
+from workflows.local.loading import load
 from workflows.local.paths import PathMapper, local_volumes, mapper_for, pod_volumes
 from workflows.local.platform import LocalPlatform
-from workflows.local.scope import ABSENT, Scope
+from workflows.local.refs import MAX_DEPTH_MESSAGE, MAX_STACK_DEPTH, Frame
+from workflows.local.scope import Scope
 from workflows.local.store import DEFAULT_ROOT, DONE, FAILED, Node, RunStore, node_type, now
 from workflows.local.support import check_supported
 from workflows.local.sync import hold_mutexes
-from workflows.validation.argo_rules import workflow_problems
+from workflows.local.templates import LocalTemplates
 
 _OPEN = OpenGate()
 
@@ -61,6 +65,8 @@ class RunOptions:
         parameters: Overrides of the Workflow's arguments (`--set name=value`).
         on_change: Called (under the run's lock) after every node change.
         images: Entrypoints of images whose containers give no command (`images.py`).
+        templates: The WorkflowTemplates `templateRef` and `workflowTemplateRef` name; None for
+            the store under `root` (what `llmflow templates apply --local` writes).
     """
 
     root: Path = DEFAULT_ROOT
@@ -69,6 +75,7 @@ class RunOptions:
     parameters: dict[str, str] = field(default_factory=dict)
     on_change: Callable[[Run], None] | None = None
     images: ImageMap = field(default_factory=dict)
+    templates: LocalTemplates | None = None
 
 
 def _fnv32a(text: str) -> int:
@@ -83,19 +90,20 @@ class Run:
 
     def __init__(self, workflow: dict[str, Any], options: RunOptions | None = None) -> None:
         self.options = options or RunOptions()
-        if isinstance(workflow, dict) and workflow.get("kind") == "Workflow":
-            problems = workflow_problems(workflow)
-            if problems:
-                raise InvalidWorkflow(problems)
-        check_supported(workflow, self.options.images)
-        self.workflow = workflow
-        meta, spec = workflow.get("metadata") or {}, workflow["spec"]
+        self.root = Path(self.options.root).resolve()
+        self.template_store = self.options.templates or LocalTemplates(self.root)
+        if not isinstance(workflow, dict) or workflow.get("kind") != "Workflow":
+            check_supported(workflow, self.options.images)  # refuses it, naming the kind
+        meta = workflow.get("metadata") or {}
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         self.name = meta.get("name") or f"{meta.get('generateName', 'workflow-')}{suffix}"
         self.namespace = meta.get("namespace") or "default"
+        self.workflow, self.resolver = load(
+            workflow, self.name, self.namespace, self.template_store, self.options.images
+        )
+        spec = self.workflow["spec"]
         self.spec = spec
-        self.templates = {t["name"]: t for t in spec.get("templates", [])}
-        self.root = Path(self.options.root).resolve()
+        self.templates = dict(self.resolver.local.templates)
         self.workdir = Path(self.options.workdir).resolve()
         self.env = dict(os.environ if self.options.env is None else self.options.env)
         self.env["LLMFLOW_SERVICES"] = str(self.root / "platform" / "services.json")
@@ -156,9 +164,32 @@ class Run:
         parents: list[Node],
         template: str = "",
         boundary: str = "",
+        *,
+        ref: dict[str, Any] | None = None,
+        scope: str | None = None,
     ) -> Node:
-        """Create a node below its parents in Argo's node graph, and record it."""
-        node = Node(self.node_id(name), name, display, kind, template, boundary_id=boundary)
+        """Create a node below its parents in Argo's node graph, and record it.
+
+        Args:
+            name: The node's name (`wf.task`, `wf[0].step`).
+            display: Its display name.
+            kind: Its type (Pod, DAG, Steps, Retry, ...).
+            parents: The nodes it hangs below.
+            template: The name of the template it runs.
+            boundary: The id of the DAG or steps node it belongs to.
+            ref: The `templateRef` it was called with.
+            scope: The `templateScope` its template was resolved from (default: the Workflow's).
+        """
+        node = Node(
+            self.node_id(name),
+            name,
+            display,
+            kind,
+            template,
+            template_ref=ref,
+            template_scope=self.resolver.local.scope if scope is None else scope,
+            boundary_id=boundary,
+        )
         with self.lock:
             self.nodes[node.id] = node
             for parent in parents:
@@ -262,7 +293,8 @@ class Run:
             with self._mutexes(self.spec.get("synchronization"), None):
                 self.phase = "Running"
                 entry = self.execute_template(
-                    self.spec["entrypoint"],
+                    {"template": self.spec["entrypoint"]},
+                    Frame(self.resolver.local),
                     self.name,
                     self.name,
                     [],
@@ -307,13 +339,17 @@ class Run:
             for n in self.nodes.values()
             if n.phase in FAILED
         ]
+        # The global outputs so far are globals too (operator.go `addParamToGlobalScope`).
         scope = {
             **self.base_scope(),
+            **self.global_scope(),
             "workflow.status": self.phase,
             "workflow.failures": json.dumps(failures) if failures else "null",
         }
         name = f"{self.name}.onExit"
-        node = self.execute_template(handler, name, name, [], {}, scope)
+        node = self.execute_template(
+            {"template": handler}, Frame(self.resolver.local), name, name, [], {}, scope
+        )
         if node is not None and self.phase == "Succeeded" and node.phase in FAILED:
             self.phase = "Failed" if node.phase == "Failed" else "Error"
             self.message = self.root_cause(node).message
@@ -358,7 +394,8 @@ class Run:
 
     def execute_template(
         self,
-        template_name: str,
+        call: dict[str, Any],
+        frame: Frame,
         node_name: str,
         display: str,
         parents: list[Node],
@@ -368,20 +405,51 @@ class Run:
     ) -> Node | None:
         """Run one template as a node (with its retries); returns the finished node.
 
+        Args:
+            call: What names the template: a step, a task, or `{"template": name}`.
+            frame: Where the caller runs: `template:` names resolve in its holder.
+            node_name: The node's name.
+            display: The node's display name.
+            parents: The nodes it hangs below.
+            arguments: The values of its inputs.
+            scope: The variables the caller sees.
+            boundary: The id of the DAG or steps node it belongs to.
+
         Returns None when the boundary's `failFast` has tripped, so the node is never created.
         """
-        template = self.templates.get(template_name)
-        if template is None:
-            raise RunError(f"no template named {template_name!r} (called by {node_name})")
+        try:
+            callee = self.resolver.resolve(frame.holder, call)
+        except RunError as exc:
+            raise RunError(f"{exc} (called by {node_name})") from None
+        template = callee.template
         gate = self.gates.get(boundary, _OPEN)
         if not gate.enter():
             return None
         try:
+            inner = frame.enter(callee)
+            too_deep = inner.depth >= MAX_STACK_DEPTH  # executeTemplate's guard on recursion
             retry = self.retry_strategy(template)
-            kind = "Retry" if retry is not None else node_type(template)
-            node = self.new_node(node_name, display, kind, parents, template_name, boundary)
+            if too_deep:
+                kind = "Skipped"
+            elif retry is not None:
+                kind = "Retry"
+            else:
+                kind = node_type(template)
+            node = self.new_node(
+                node_name,
+                display,
+                kind,
+                parents,
+                callee.name,
+                boundary,
+                ref=callee.ref,
+                scope=frame.holder.scope,
+            )
+            if too_deep:
+                self.set_phase(node, "Error", MAX_DEPTH_MESSAGE)
+                return node
             try:
-                inputs = self._inputs(template, arguments, scope, node_name)
+                inputs = bind_inputs(template, arguments, scope, node_name)
             except RunError as exc:
                 self.set_phase(node, "Error", str(exc))
                 return node
@@ -398,12 +466,16 @@ class Run:
             self.set_phase(node, "Running")
             with self._mutexes(template.get("synchronization"), node):
                 if retry is not None:
-                    retries.run_with_retries(self, node, template, inputs, scope, retry)
+                    retries.run_with_retries(self, node, template, inputs, scope, retry, inner)
                 else:
-                    self.attempt(node, template, inputs, scope)
+                    self.attempt(node, template, inputs, scope, inner)
             return node
         finally:
             gate.leave()
+
+    def template_of(self, node: Node) -> dict[str, Any] | None:
+        """The template a node runs (from its templateScope, templateName and templateRef)."""
+        return self.resolver.template_of(node.template_scope, node.template_name, node.template_ref)
 
     def retry_strategy(self, template: dict[str, Any]) -> dict[str, Any] | None:
         """A template's retryStrategy, else the workflow's (Argo's default for every template)."""
@@ -419,61 +491,22 @@ class Run:
             self.gates[node.id] = gate
         return gate
 
-    def _inputs(
-        self,
-        template: dict[str, Any],
-        arguments: dict[str, dict[str, str]],
-        scope: Scope,
-        node_name: str,
-    ) -> dict[str, dict[str, str]]:
-        """Input values from the arguments, else the template's value or default."""
-        params, artifacts = {}, {}
-        given = arguments.get("parameters", {})
-        where = f"{node_name}: template {template['name']}"
-        declared = (template.get("inputs") or {}).get("parameters") or []
-        # As Argo's SubstituteParams: defaults first see the globals, then each other's values.
-        own: dict[str, str] = {}
-        for p in declared:
-            supplied = given.get(p["name"])
-            if supplied == ABSENT:
-                if "value" not in p and "default" not in p:
-                    raise RunError(
-                        f"inputs.parameters.{p['name']}: argument references an absent optional "
-                        "(skipped/omitted node output with no default)"
-                    )
-                supplied = None
-            if supplied is not None:
-                params[p["name"]] = supplied
-            elif "value" in p or "default" in p:
-                raw = str(p["value"] if "value" in p else p["default"])
-                own[p["name"]] = substitute(raw, scope, where, lenient=True)
-                params[p["name"]] = own[p["name"]]
-            else:
-                raise RunError(f"{where}: inputs.parameters.{p['name']} was not supplied")
-        inputs_scope = {**scope, **{f"inputs.parameters.{k}": v for k, v in params.items()}}
-        for name, raw in own.items():
-            params[name] = substitute(raw, inputs_scope, f"{where} input {name}")
-        for p in declared:
-            value = params[p["name"]]
-            if p.get("enum") and value not in [str(e) for e in p["enum"]]:
-                raise RunError(f"{where}: input {p['name']} = {value!r} is not one of {p['enum']}")
-        for a in (template.get("inputs") or {}).get("artifacts") or []:
-            source = arguments.get("artifacts", {}).get(a["name"])
-            # A git artifact has a location of its own; an argument replaces it (ProcessArgs).
-            if not source and not a.get("optional") and not a.get("git"):
-                raise RunError(f"{where}: inputs.artifacts.{a['name']} was not supplied")
-            if source:
-                artifacts[a["name"]] = source
-        return {"parameters": params, "artifacts": artifacts}
-
     def attempt(
-        self, node: Node, template: dict[str, Any], inputs: dict[str, dict[str, str]], scope: Scope
+        self,
+        node: Node,
+        template: dict[str, Any],
+        inputs: dict[str, dict[str, str]],
+        scope: Scope,
+        frame: Frame,
     ) -> None:
-        """Run the template body once into `node` and collect its outputs."""
+        """Run the template body once into `node` and collect its outputs.
+
+        `frame` is where the template runs: the calls of a DAG or steps template resolve there.
+        """
         scope = {
             **scope,
             **self.global_scope(),
-            **_input_scope(inputs),
+            **input_scope(inputs),
             "pod.name": node.id,
             "node.name": node.name,
         }
@@ -483,7 +516,7 @@ class Run:
         try:
             if "dag" in template or "steps" in template:
                 run_graph = dag.run_dag if "dag" in template else steps.run_steps
-                inner = run_graph(self, node, template, scope)
+                inner = run_graph(self, node, template, scope, frame)
                 if node.phase == "Succeeded":
                     outputs.template_outputs(self, node, template, inner)
             else:
@@ -499,7 +532,17 @@ class Run:
     ) -> None:
         # Metrics are the controller's bookkeeping (`{{status}}` exists only there): not run.
         body = {k: v for k, v in template.items() if k != "metrics"}
-        resolved = substitute_all(body, scope, f"template {template['name']}")
+        # Input parameters are bound already (`inputs`); their defaults may keep what Argo
+        # leaves unresolved (an exit handler's global output no step set).
+        unbound = dict(body.get("inputs") or {})
+        parameters = unbound.pop("parameters", None)
+        resolved = substitute_all(
+            {**body, "inputs": unbound}, scope, f"template {template['name']}"
+        )
+        if parameters is not None:
+            resolved["inputs"]["parameters"] = parameters
+        if not resolved["inputs"] and "inputs" not in template:
+            del resolved["inputs"]
         if "resource" in resolved:
             obj = leaves.run_resource(self, node, resolved)
             if node.phase == "Succeeded":
@@ -596,11 +639,3 @@ def _kill_group(proc: Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _input_scope(inputs: dict[str, dict[str, str]]) -> Scope:
-    scope = {f"inputs.parameters.{k}": v for k, v in inputs["parameters"].items()}
-    scope["inputs.parameters"] = json.dumps(
-        [{"name": k, "value": v} for k, v in inputs["parameters"].items()]
-    )
-    return scope

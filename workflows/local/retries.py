@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from workflows.exceptions import RunError
 from workflows.local.expressions import substitute, substitute_all
 from workflows.local.leaves import duration_seconds
+from workflows.local.refs import Frame
 from workflows.local.scope import Scope
 from workflows.local.store import Node, node_type
 
@@ -52,8 +53,13 @@ def run_with_retries(
     inputs: dict[str, dict[str, str]],
     scope: Scope,
     strategy: dict[str, Any],
+    frame: Frame,
 ) -> None:
-    """Run attempts below the Retry node `node` until one succeeds or the strategy gives up."""
+    """Run attempts below the Retry node `node` until one succeeds or the strategy gives up.
+
+    Each attempt is a child with the Retry node's template, templateRef and templateScope,
+    and runs in `frame`, the frame the template itself runs in.
+    """
     strategy = _resolved(strategy, {**scope, **run.global_scope(), **_inputs(inputs)})
     policy = strategy.get("retryPolicy") or (
         "Always" if strategy.get("expression") else "OnFailure"
@@ -70,11 +76,17 @@ def run_with_retries(
             [node],
             template["name"],
             node.boundary_id,
+            ref=node.template_ref,
+            scope=node.template_scope,
         )
         attempts.append(child)
         run.set_phase(child, "Running")
         run.attempt(
-            child, template, inputs, {**scope, **_last_retry(attempts[:-1]), "retries": str(number)}
+            child,
+            template,
+            inputs,
+            {**scope, **_last_retry(attempts[:-1]), "retries": str(number)},
+            frame,
         )
         node.outputs = child.outputs
         if child.phase == "Succeeded":

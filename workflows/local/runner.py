@@ -32,7 +32,76 @@ def load_workflow(
     from workflows.render import render as render_pipeline
     from workflows.spec import load_spec
 
-    return render_pipeline(str(pipeline), load_spec(spec_path))
+    spec = load_spec(spec_path)
+    return render_pipeline(str(pipeline), spec)
+
+
+def apply_referenced_templates(
+    workflow: dict[str, Any], spec_path: Path | None, root: Path
+) -> list[str]:
+    """Apply the WorkflowTemplates a rendered pipeline references, rendered from its spec.
+
+    A pipeline composed by `templateRef` (the release) runs its stages from the templates on
+    the platform, as on a cluster; running it from a spec puts the spec's templates there
+    first (what `llmflow templates apply --local` does), so the run is the spec's.
+    """
+    from workflows.local.templates import LocalTemplates
+    from workflows.render import render as render_pipeline
+    from workflows.spec import load_spec
+    from workflows.templates import referenced_templates, workflow_template
+
+    if spec_path is None:
+        return []
+    spec = load_spec(spec_path)
+    store = LocalTemplates(root)
+    applied: list[str] = []
+    todo = sorted(referenced_templates(workflow))
+    while todo:
+        name = todo.pop()
+        if name in applied:
+            continue
+        template = workflow_template(render_pipeline(name, spec), name)
+        store.apply(template)
+        applied.append(name)
+        todo.extend(sorted(referenced_templates(template)))
+    return applied
+
+
+def workflow_from(source: str, spec_path: Path | None) -> dict[str, Any]:
+    """The Workflow `argo submit --from KIND/NAME` makes, from the spec's objects.
+
+    `cronwf/NAME`: one run of the spec's schedule NAME; `workflowtemplate/NAME` (or
+    `wftmpl/NAME`): a run of the pipeline NAME's template.
+    """
+    from workflows.spec import load_spec
+    from workflows.templates import pipeline_templates, template_workflow
+
+    kind, _, name = source.partition("/")
+    if not name or kind not in ("cronwf", "cronworkflow", "workflowtemplate", "wftmpl"):
+        raise LLMFlowError(
+            f"--from {source!r}: give cronwf/NAME (a schedule of the spec) or "
+            "workflowtemplate/NAME (a pipeline)"
+        )
+    if spec_path is None:
+        raise LLMFlowError(f"--from {source}: needs the release spec it comes from: -f SPEC")
+    spec = load_spec(spec_path)
+    if kind in ("workflowtemplate", "wftmpl"):
+        template = pipeline_templates(spec).get(name)
+        if template is None:
+            raise LLMFlowError(f"--from {source}: the spec renders no pipeline {name!r}")
+        return template_workflow(template)
+    from workflows.schedules import cron_workflows, workflow_from_cron
+
+    if not any(s.name == name for s in spec.schedules):
+        known = ", ".join(s.name for s in spec.schedules) or "none"
+        raise LLMFlowError(f"--from {source}: {spec_path} has no schedule {name!r}; its: {known}")
+    [wanted] = [s for s in spec.schedules if s.name == name]
+    from workflows.render import render
+    from workflows.templates import workflow_template
+
+    templates = {wanted.pipeline: workflow_template(render(wanted.pipeline, spec), wanted.pipeline)}
+    [cron] = cron_workflows(spec.model_copy(update={"schedules": [wanted]}), templates)
+    return workflow_from_cron(cron)
 
 
 def run_workflow(
@@ -42,10 +111,17 @@ def run_workflow(
     overrides: dict[str, str],
     root: Path,
     image_map: Path | None = None,
+    source: str | None = None,
 ) -> str:
     """Execute with a live view; the first Ctrl-C stops cleanly, a second one aborts."""
     console = make_console()
-    workflow = load_workflow(pipeline, spec_path, workflow_file)
+    if source is not None:
+        workflow = workflow_from(source, spec_path)
+    else:
+        workflow = load_workflow(pipeline, spec_path, workflow_file)
+    if pipeline is not None or source is not None:
+        for name in apply_referenced_templates(workflow, spec_path, root):
+            console.print(f"workflowtemplate/{name} applied locally", highlight=False)
     view = LiveView(console)
     options = RunOptions(
         root=root,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from workflows.exceptions import RunError
 from workflows.local.dag import continues_on
+from workflows.local.refs import Frame, target
 from workflows.local.scope import Scope
 from workflows.local.store import FAILED, Node
 from workflows.local.tasks import (
@@ -41,19 +42,29 @@ class _Planned:
     done: Node | None = None
 
 
-def run_steps(run: Run, node: Node, template: dict[str, Any], scope: Scope) -> Scope:
-    """Run a steps template group by group; sets the node's phase; returns the steps' scope."""
+def run_steps(run: Run, node: Node, template: dict[str, Any], scope: Scope, frame: Frame) -> Scope:
+    """Run a steps template group by group; sets the node's phase; returns the steps' scope.
+
+    `frame` is where the steps template runs: its steps' `template:` names resolve there.
+    """
     gate = run.gate(node, template)
     outputs: Scope = {}
     parents = [node]
     last_group: Node | None = None
     for index, group in enumerate(template["steps"]):
         group_name = f"{node.name}[{index}]"
-        group_node = run.new_node(group_name, f"[{index}]", "StepGroup", parents, boundary=node.id)
+        group_node = run.new_node(
+            group_name,
+            f"[{index}]",
+            "StepGroup",
+            parents,
+            boundary=node.id,
+            scope=frame.holder.scope,
+        )
         last_group = group_node
         run.set_phase(group_node, "Running")
         step_scope = {**scope, **run.global_scope(), **outputs}
-        children = _run_group(run, node, group_node, group, step_scope, gate)
+        children = _run_group(run, node, group_node, group, step_scope, gate, frame)
         if group_node.phase not in FAILED:
             failed = [
                 (c, step)
@@ -94,12 +105,13 @@ def _run_group(
     group: list[dict[str, Any]],
     scope: Scope,
     gate: Any,
+    frame: Frame,
 ) -> list[tuple[dict[str, Any], list[Node]]]:
     """Resolve every step of a group, then run the calls in parallel."""
     planned = []
     for step in group:
         try:
-            planned.append(_plan(run, steps_node, group_node, step, scope))
+            planned.append(_plan(run, steps_node, group_node, step, scope, frame))
         except RunError as exc:
             run.set_phase(group_node, "Error", str(exc))
             return []
@@ -113,7 +125,8 @@ def _run_group(
                     [
                         pool.submit(
                             run.execute_template,
-                            plan.step["template"],
+                            plan.step,
+                            frame,
                             name,
                             display,
                             [group_node],
@@ -135,7 +148,7 @@ def _run_group(
 
 
 def _plan(
-    run: Run, steps_node: Node, group_node: Node, step: dict[str, Any], scope: Scope
+    run: Run, steps_node: Node, group_node: Node, step: dict[str, Any], scope: Scope, frame: Frame
 ) -> _Planned:
     """Resolve one step: its `when`, its loop, its arguments; skipped steps become nodes here."""
     name = f"{group_node.name}.{step['name']}"
@@ -144,7 +157,7 @@ def _plan(
     proceed, when = resolve_when(step, step_scope, name)
     if proceed is False:
         message = f"when '{when}' evaluated false"
-        plan.done = _skipped(run, steps_node, group_node, step, name, step["name"], message)
+        plan.done = _skipped(run, frame, steps_node, group_node, step, name, step["name"], message)
         return plan
     calls = expand(step, step_scope, name, step["name"], name)
     if calls is None:
@@ -153,12 +166,12 @@ def _plan(
     plan.loop = True
     if not calls:
         plan.done = _skipped(
-            run, steps_node, group_node, step, name, step["name"], "Skipped, empty params"
+            run, frame, steps_node, group_node, step, name, step["name"], "Skipped, empty params"
         )
     for call in calls:
         if not should_execute(call.when, call.name):
             message = f"when '{call.when}' evaluated false"
-            _skipped(run, steps_node, group_node, step, call.name, call.display, message)
+            _skipped(run, frame, steps_node, group_node, step, call.name, call.display, message)
             continue
         plan.calls.append((call.name, call.display, call.scope, arguments(step, call.scope, name)))
     return plan
@@ -166,6 +179,7 @@ def _plan(
 
 def _skipped(
     run: Run,
+    frame: Frame,
     steps_node: Node,
     group_node: Node,
     step: dict[str, Any],
@@ -173,13 +187,16 @@ def _skipped(
     display: str,
     message: str,
 ) -> Node:
+    template, ref = target(step)
     node = run.new_node(
         name,
         display,
         "Skipped",
         [group_node],
-        step.get("template", ""),
+        template,
         steps_node.id,
+        ref=ref,
+        scope=frame.holder.scope,
     )
     run.set_phase(node, "Skipped", message)
     return node

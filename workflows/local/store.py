@@ -51,13 +51,21 @@ def node_type(template: dict[str, Any]) -> str:
 
 @dataclass
 class Node:
-    """One node of a run, as Argo's NodeStatus describes it."""
+    """One node of a run, as Argo's NodeStatus describes it.
+
+    `template_name` is the name of the template the node runs, also when a `templateRef`
+    named it (`wfutil.GetTemplateFromNode`), so a node is found by its template either way.
+    The status writes it as Argo does: `templateName` only for a `template:` call, the
+    `templateRef` as given otherwise, and the `templateScope` the resolution started from.
+    """
 
     id: str
     name: str
     display_name: str
     type: str
     template_name: str = ""
+    template_ref: dict[str, Any] | None = None
+    template_scope: str = ""
     phase: str = "Pending"
     boundary_id: str = ""
     children: list[str] = field(default_factory=list)
@@ -77,7 +85,9 @@ class Node:
             "name": self.name,
             "displayName": self.display_name,
             "type": self.type,
-            "templateName": self.template_name,
+            "templateName": "" if self.template_ref else self.template_name,
+            "templateRef": dict(self.template_ref or {}),
+            "templateScope": self.template_scope,
             "phase": self.phase,
             "boundaryID": self.boundary_id,
             # Copies: worker threads change these while another thread writes the status.

@@ -3,12 +3,13 @@
 Every field of the Workflow must be one the engine implements, or one that only places pods
 on a cluster and has no meaning on one machine (image, resources, nodeSelector, ...): those
 are accepted and ignored. Anything else fails here, naming the field, before anything runs.
-Nothing is skipped silently.
+Nothing is skipped silently. Templates a `templateRef` reaches in a WorkflowTemplate are held
+to the same rules as the Workflow's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from workflows.exceptions import UnsupportedFeature
@@ -53,8 +54,6 @@ IGNORED = frozenset(
 UNSUPPORTED = {
     "daemon": "daemon steps",
     "data": "data templates",
-    "templateRef": "templateRef (WorkflowTemplates)",
-    "workflowTemplateRef": "workflowTemplateRef (WorkflowTemplates)",
     "hooks": "lifecycle hooks",
     "http": "http templates",
     "sidecars": "sidecars",
@@ -131,6 +130,7 @@ _CONTAINER = {
 _TASK = {
     "name": LEAF,
     "template": LEAF,
+    "templateRef": {"name": LEAF, "template": LEAF, "clusterScope": LEAF},
     "arguments": _ARGUMENTS,
     "when": LEAF,
     "withItems": [LEAF],
@@ -189,6 +189,7 @@ _WORKFLOW = {
     "kind": LEAF,
     "metadata": {"name": LEAF, "generateName": LEAF, "namespace": LEAF},
     "spec": {
+        "workflowTemplateRef": {"name": LEAF, "clusterScope": LEAF},
         "entrypoint": LEAF,
         "arguments": _ARGUMENTS,
         "templates": [_TEMPLATE],
@@ -204,12 +205,18 @@ _WORKFLOW = {
 _RETRY_POLICIES = {"Always", "OnFailure", "OnError", "OnTransientError"}
 
 
-def check_supported(workflow: Any, images: Mapping[str, list[str]] | None = None) -> None:
+def check_supported(
+    workflow: Any,
+    images: Mapping[str, list[str]] | None = None,
+    referenced: Iterable[tuple[str, dict[str, Any]]] = (),
+) -> None:
     """Raise `UnsupportedFeature` naming every field the local engine would not honour.
 
     Args:
         workflow: The Workflow as loaded from YAML.
         images: The image map; a container with no command needs its image in it.
+        referenced: Templates the Workflow reaches through `templateRef`, each with where it
+            lives (`WorkflowTemplate 'common' spec.templates[2]`), checked like its own.
     """
     if not isinstance(workflow, dict) or workflow.get("kind") != "Workflow":
         kind = workflow.get("kind") if isinstance(workflow, dict) else type(workflow).__name__
@@ -220,37 +227,50 @@ def check_supported(workflow: Any, images: Mapping[str, list[str]] | None = None
     problems: list[str] = []
     _walk(workflow, _WORKFLOW, "", problems)
     for i, template in enumerate(workflow.get("spec", {}).get("templates", [])):
-        where = f"spec.templates[{i}] ({template.get('name')})"
-        policy = (template.get("retryStrategy") or {}).get("retryPolicy")
-        if policy and policy not in _RETRY_POLICIES:
-            problems.append(f"spec.templates[{i}].retryStrategy.retryPolicy: unknown {policy!r}")
-        kinds = [
-            k
-            for k in ("dag", "steps", "container", "script", "resource", "suspend")
-            if k in template
-        ]
-        if len(kinds) != 1 and not set(template) & set(UNSUPPORTED):
-            problems.append(
-                f"{where}: needs exactly one of dag, steps, container, script, resource, "
-                f"suspend; has {kinds or 'none'}"
-            )
-        problems.extend(_git_problems(template, f"spec.templates[{i}]"))
-        body = template.get("container") or template.get("script")
-        if isinstance(body, dict) and not body.get("command"):
-            image = str(body.get("image", ""))
-            if entrypoint(dict(images or {}), image) is None:
-                problems.append(
-                    f"{where}: the container gives no command, so its image's entrypoint would "
-                    f"run, and image {image!r} is not in the image map; give the container a "
-                    f"command, or map the image (`llmflow run --image-map MAP.yaml` with a line "
-                    f'`{image}: ["/path/to/entrypoint"]`, or .llmflow/images.yaml)'
-                )
+        where = f"spec.templates[{i}]"
+        problems.extend(
+            _template_problems(template, where, f"{where} ({template.get('name')})", images)
+        )
+    for field, template in referenced:
+        _walk(template, _TEMPLATE, field, problems)
+        where = f"{field} ({template.get('name')})"
+        problems.extend(_template_problems(template, field, where, images))
     if problems:
         raise UnsupportedFeature(
             "not supported by the local engine:\n  "
             + "\n  ".join(problems)
             + "\nsee README, 'The local engine', for what runs locally"
         )
+
+
+def _template_problems(
+    template: dict[str, Any], field: str, where: str, images: Mapping[str, list[str]] | None
+) -> list[str]:
+    """What one template asks beyond its fields' shapes: one body, a known policy, a command."""
+    problems = []
+    policy = (template.get("retryStrategy") or {}).get("retryPolicy")
+    if policy and policy not in _RETRY_POLICIES:
+        problems.append(f"{field}.retryStrategy.retryPolicy: unknown {policy!r}")
+    kinds = [
+        k for k in ("dag", "steps", "container", "script", "resource", "suspend") if k in template
+    ]
+    if len(kinds) != 1 and not set(template) & set(UNSUPPORTED):
+        problems.append(
+            f"{where}: needs exactly one of dag, steps, container, script, resource, "
+            f"suspend; has {kinds or 'none'}"
+        )
+    problems.extend(_git_problems(template, field))
+    body = template.get("container") or template.get("script")
+    if isinstance(body, dict) and not body.get("command"):
+        image = str(body.get("image", ""))
+        if entrypoint(dict(images or {}), image) is None:
+            problems.append(
+                f"{where}: the container gives no command, so its image's entrypoint would "
+                f"run, and image {image!r} is not in the image map; give the container a "
+                f"command, or map the image (`llmflow run --image-map MAP.yaml` with a line "
+                f'`{image}: ["/path/to/entrypoint"]`, or .llmflow/images.yaml)'
+            )
+    return problems
 
 
 def _git_problems(template: dict[str, Any], where: str) -> list[str]:

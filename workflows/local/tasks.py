@@ -212,7 +212,7 @@ def finished_scope(
 
 def _skipped_outputs(run: Run, prefix: str, name: str, node: Node, with_artifacts: bool) -> Scope:
     """A skipped node's declared outputs: the producer's default, or ABSENT."""
-    template = run.templates.get(node.template_name) or {}
+    template = run.template_of(node) or {}
     outputs = template.get("outputs") or {}
     scope = {}
     for p in outputs.get("parameters") or []:

@@ -39,8 +39,10 @@ def _label(node: dict[str, Any], outputs: bool) -> Text:
     icon, style = _STYLE.get(node.get("phase", ""), ("?", ""))
     text = Text(f"{icon} ", style=style)
     text.append(node.get("displayName", node.get("name", "")), style="bold")
-    if node.get("templateName") and node.get("type") not in {"StepGroup"}:
-        text.append(f"  {node['templateName']}", style="dim")
+    ref = node.get("templateRef") or {}
+    template = node.get("templateName") or (f"{ref['name']}/{ref['template']}" if ref else "")
+    if template and node.get("type") not in {"StepGroup"}:
+        text.append(f"  {template}", style="dim")
     if node.get("durationSeconds"):
         text.append(f"  {node['durationSeconds']:.1f}s", style="dim")
     if node.get("message"):

@@ -9,10 +9,15 @@ Argo stops at the first problem; this goes on, so the first message is the one `
 prints and the others are what it would print next, once the earlier ones are fixed. Checked as
 `argo lint` does (Opts{Lint: true}): spec.arguments may leave values to submission time.
 
-Left out: templateRef and workflowTemplateRef (they need the referenced WorkflowTemplate, so a
-node that uses one is taken on trust), executor plugins, cron schedules, podGC, pod resources and
-resource claims, metrics, artifact locations and archive settings, output valueFrom rules,
-timeouts, and the leaf checks of images, volume mounts, init containers and resource manifests.
+A `templateRef` is checked inside the WorkflowTemplate it names when the caller passes a
+lookup that finds it (the local engine does, with the templates it loaded); without one, a
+node that uses it is taken on trust. A Workflow with a `workflowTemplateRef` is only checked
+for what `WorkflowTemplateRefFields` refuses (templates of its own): its other rules apply to
+the spec joined with the template.
+
+Left out: executor plugins, cron schedules, podGC, pod resources and resource claims, metrics,
+artifact locations and archive settings, output valueFrom rules, timeouts, and the leaf checks
+of images, volume mounts, init containers and resource manifests.
 """
 
 from __future__ import annotations
@@ -20,19 +25,23 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.validation.argo_rules._names import name_length
-from workflows.validation.argo_rules._validator import Validator
+from workflows.validation.argo_rules._validator import TemplateLookup, Validator
 from workflows.validation.argo_rules._yaml import as_dict, as_str
 
-__all__ = ["workflow_problems"]
+__all__ = ["TemplateLookup", "workflow_problems"]
 
 
-def workflow_problems(workflow: dict[str, Any]) -> list[str]:
+def workflow_problems(workflow: dict[str, Any], lookup: TemplateLookup | None = None) -> list[str]:
     """Argo's validation problems of a Workflow, WorkflowTemplate or CronWorkflow.
 
     Args:
         workflow: The object as loaded from YAML. Its `kind` picks Argo's rules: a
             WorkflowTemplate may omit the entrypoint and leave workflow parameters to the
             Workflow that uses it; a CronWorkflow is checked as the Workflow it creates.
+        lookup: Finds the WorkflowTemplate a `templateRef` names (`name`, `clusterScope`), so
+            the referenced template is checked as Argo's `validateTemplateHolder` does:
+            "template reference NAME.TEMPLATE not found" when it is missing, its inputs and
+            body otherwise. None takes templateRefs on trust.
 
     Returns:
         [] when Argo accepts it; else one message per problem, in Argo's words.
@@ -43,7 +52,9 @@ def workflow_problems(workflow: dict[str, Any]) -> list[str]:
     if kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
         what = "cluster workflow template" if kind.startswith("Cluster") else "workflow template"
         optional_entrypoint = not as_str(spec.get("entrypoint"))
-        validator = Validator(meta, spec, template=True, optional_entrypoint=optional_entrypoint)
+        validator = Validator(
+            meta, spec, template=True, optional_entrypoint=optional_entrypoint, lookup=lookup
+        )
         return name_length(what, name, 63) + validator.run()
     if kind == "CronWorkflow":
         created = as_dict(spec.get("workflowMetadata"))
@@ -57,8 +68,8 @@ def workflow_problems(workflow: dict[str, Any]) -> list[str]:
                 **as_dict(created.get("annotations")),
             },
         }
-        inner = Validator(meta, as_dict(spec.get("workflowSpec")), lint=False).run()
+        inner = Validator(meta, as_dict(spec.get("workflowSpec")), lint=False, lookup=lookup).run()
         return name_length("cron workflow", name, 52) + [
             f"cannot validate Workflow: {problem}" for problem in inner
         ]
-    return name_length("workflow", name, 63) + Validator(meta, spec).run()
+    return name_length("workflow", name, 63) + Validator(meta, spec, lookup=lookup).run()

@@ -49,6 +49,9 @@ _ARTIFACT_LOCATIONS = "s3 git http artifactory hdfs raw oss gcs azure plugin".sp
 #: The arguments of a call; None stands for Argo's FakeArguments (every input supplied).
 Args = dict[str, Any] | None
 
+#: Finds a WorkflowTemplate by name (True: a ClusterWorkflowTemplate): its manifest, or None.
+TemplateLookup = Callable[[str, bool], "dict[str, Any] | None"]
+
 
 class Validator:
     """Argo's templateValidationCtx: one pass over one workflow spec."""
@@ -61,12 +64,16 @@ class Validator:
         lint: bool = True,
         template: bool = False,
         optional_entrypoint: bool = False,
+        lookup: TemplateLookup | None = None,
     ) -> None:
         self.meta, self.spec = meta, spec
         self.allow_empty_arguments = lint or template
         self.template_validation = template
         self.optional_entrypoint = optional_entrypoint
+        self.lookup = lookup
+        #: The templates `template:` names resolve in, and their holder's templateScope.
         self.templates = as_dicts(spec.get("templates"))
+        self.base = "local/"
         self.globals: dict[str, str] = {}
         self.validated: set[str] = set()
         self.reported: set[str] = set()
@@ -77,7 +84,14 @@ class Validator:
     def run(self) -> list[str]:
         """Every problem, in the order Argo's Workflow() meets them."""
         if self.spec.get("workflowTemplateRef") is not None:
-            return []  # its templates live in a WorkflowTemplate this cannot see
+            if self.templates:  # WorkflowTemplateRefFields
+                self._record(
+                    Invalid(
+                        "Templates is invalid field in spec if workflow referred "
+                        "WorkflowTemplate reference"
+                    )
+                )
+            return self.problems  # the rest is checked on the spec joined with the template
         problem = names_problem(self.templates, params=False)
         if problem:
             self._record(Invalid(f"spec.templates{problem}"))
@@ -124,7 +138,7 @@ class Validator:
 
     def _once(self, tmpl: dict[str, Any], message: str) -> Invalid:
         """A problem of a template itself, which Argo meets at every call: report it once."""
-        name = as_str(tmpl.get("name"))
+        name = self.base + as_str(tmpl.get("name"))
         first = name not in self.reported
         self.reported.add(name)
         return Invalid(message if first else None)
@@ -158,7 +172,7 @@ class Validator:
     def _holder(self, holder: dict[str, Any], args: Args) -> dict[str, Any] | None:
         """validateTemplateHolder: find what a step, task or entrypoint calls, and check it."""
         if holder.get("templateRef") is not None:
-            return None
+            return self._referenced(holder, args)
         name = as_str(holder.get("template"))
         found = next((t for t in self.templates if as_str(t.get("name")) == name), None)
         if name and found is None:
@@ -167,6 +181,11 @@ class Validator:
         tmpl = copy.deepcopy(inline if isinstance(inline, dict) else found)
         if tmpl is None:
             raise Invalid("failed to get a template")
+        self._resolved(tmpl, args)
+        return tmpl
+
+    def _resolved(self, tmpl: dict[str, Any], args: Args) -> None:
+        """The checks of a template once found: its type and retry policy, then the template."""
         if template_type(tmpl) == "Unknown":
             raise self._once(tmpl, f"template '{as_str(tmpl.get('name'))}' type is unknown")
         retry = tmpl.get("retryStrategy")
@@ -174,6 +193,39 @@ class Validator:
         if retry is not None and policy not in _RETRY_POLICIES:
             raise self._once(tmpl, f"{policy} is not a valid RetryPolicy")
         self._template(tmpl, args)
+
+    def _referenced(self, holder: dict[str, Any], args: Args) -> dict[str, Any] | None:
+        """A `templateRef` call, checked inside the WorkflowTemplate it names.
+
+        There its own `template:` calls name that WorkflowTemplate's templates
+        (templateresolution's WithTemplateHolder). Without a lookup, or with a parameter in
+        the reference, it is taken on trust, as Argo defers such a reference to run time.
+        """
+        if self.lookup is None:
+            return None
+        ref = as_dict(holder.get("templateRef"))
+        if as_str(holder.get("template")):
+            raise Invalid("template name cannot be specified with templateRef")
+        name, wanted = as_str(ref.get("name")), as_str(ref.get("template"))
+        if not name:
+            raise Invalid("resource name is required")
+        if not wanted:
+            raise Invalid("template name is required")
+        if "{{" in name or "{{" in wanted:
+            return None  # VerifyResolvedVariables: resolved when it runs
+        cluster = ref.get("clusterScope") is True
+        manifest = as_dict(self.lookup(name, cluster))
+        templates = as_dicts(as_dict(manifest.get("spec")).get("templates"))
+        found = next((t for t in templates if as_str(t.get("name")) == wanted), None)
+        if found is None:
+            raise Invalid(f"template reference {name}.{wanted} not found")
+        tmpl = copy.deepcopy(found)
+        outer = self.templates, self.base
+        self.templates, self.base = templates, f"{'cluster' if cluster else 'namespaced'}/{name}"
+        try:
+            self._resolved(tmpl, args)
+        finally:
+            self.templates, self.base = outer
         return tmpl
 
     def call(self, prefix: str, holder: dict[str, Any], args: Args) -> Any:
@@ -206,9 +258,9 @@ class Validator:
             new = self._process_args(tmpl, args, local)
         except Invalid as exc:
             raise within(f"templates.{name}", exc) from None
-        if name in self.validated:
+        if self.base + name in self.validated:  # results[templateScope+tmplID]
             return
-        self.validated.add(name)
+        self.validated.add(self.base + name)
         scope.update(self.globals)
         if template_type(new) == "Steps":
             check_steps(self, scope, new)
@@ -325,7 +377,7 @@ class Validator:
         base = f"{kind}.{as_str(node.get('name'))}"
         for key in ("id", "startedAt", "finishedAt", "hostNodeName"):
             scope[f"{base}.{key}"] = True
-        if node.get("templateRef") is not None:
+        if node.get("templateRef") is not None and tmpl is None:
             scope[f"{base}.*"] = True  # its template is not known here: accept any reference
         if tmpl is None:
             return
