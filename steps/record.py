@@ -122,15 +122,20 @@ def _json(name: str, text: str) -> Any:
 
 
 def _summary(value: Any) -> Any:
-    """A summary with its keys in snake_case and its nulls left out; None when nothing is left.
+    """A summary with its keys in snake_case and its empty values left out; None when nothing is.
 
     A pipeline assembles a summary from its stages' outputs, which are kebab-case
-    (`final-loss`) and null for a stage that did not run: a release without fine-tuning
-    then has no training part rather than one of nulls.
+    (`final-loss`) and empty (null, or "" from `?? ''`) for a stage that did not run: a
+    release that failed before fine-tuning then has no training part rather than one of
+    empty strings its fields cannot hold.
     """
     if not isinstance(value, dict):
         return value
-    kept = {str(key).replace("-", "_"): item for key, item in value.items() if item is not None}
+    kept = {
+        str(key).replace("-", "_"): item
+        for key, item in value.items()
+        if item is not None and item != ""
+    }
     return kept or None
 
 
@@ -144,3 +149,18 @@ def _time(name: str, text: str) -> datetime:
     if value.tzinfo is None:
         raise StepError(f"{name}: {text!r} has no time zone; give one like 2025-03-01T12:00:00Z")
     return value
+
+
+@script(env=S3_ENV)
+def check_records(
+    records: Annotated[str, Parameter(name="records", description="store URI (spec records.uri)")],
+) -> None:
+    """Fail now if the store cannot move aliases, not after a release reached production.
+
+    A store that ignores conditional writes (s3rver) would let two releases both win; the
+    release checks it before it trains and deploys anything.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    RecordStore.open(records).check_conditions()
+    logging.getLogger(__name__).info("record store %s moves aliases conditionally", records)

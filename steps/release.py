@@ -25,6 +25,7 @@ from hera.workflows.io import Output
 from hera.workflows.models import Artifact, GitArtifact
 
 import steps._hera  # noqa: F401  (class defaults: image, runner)
+from steps._hera import S3_ENV
 from steps.errors import SourceError, StepError
 
 #: Where Argo checks the repository out for `load-release`.
@@ -38,7 +39,11 @@ log = logging.getLogger(__name__)
 
 
 def spec_digest(spec_json: str) -> str:
-    """The digest of a release spec, as the template records it and the tag's spec is checked."""
+    """The digest of a release spec, as the template records it and the tag's spec is checked.
+
+    Of the fields the file sets (`exclude_unset`), so a default that a newer llmflow adds in
+    the pod does not make a tagged spec differ from the one the template came from.
+    """
     import hashlib
 
     canonical = json.dumps(json.loads(spec_json), sort_keys=True, separators=(",", ":"))
@@ -89,7 +94,7 @@ def load_release(
         spec = load_spec(path)
     except LLMFlowError as exc:
         raise SourceError(str(exc)) from None
-    found = spec_digest(spec.model_dump_json())
+    found = spec_digest(spec.model_dump_json(exclude_unset=True))
     if found != digest:
         shown = path.relative_to(Path(source)) if path.is_relative_to(Path(source)) else path
         raise SourceError(
@@ -146,7 +151,7 @@ def judge_release(
 
 
 # An exit handler takes no arguments: its inputs' defaults name what it reads.
-@script()
+@script(env=S3_ENV)
 def finish_release(
     outcome: Annotated[
         str, Parameter(name="outcome", description="the outcome judge-release recorded")
@@ -160,17 +165,56 @@ def finish_release(
     failures: Annotated[
         str, Parameter(name="failures", description="the failed nodes (JSON)")
     ] = "{{workflow.failures}}",
+    records: Annotated[
+        str, Parameter(name="records", description="the record store")
+    ] = "{{workflow.parameters.records}}",
+    model_name: Annotated[
+        str, Parameter(name="model-name", description="the model")
+    ] = "{{workflow.parameters.model-name}}",
+    workflow_name: Annotated[
+        str, Parameter(name="workflow-name", description="this run")
+    ] = "{{workflow.name}}",
+    started_at: Annotated[
+        str, Parameter(name="started-at", description="when it started")
+    ] = "{{workflow.creationTimestamp}}",
 ) -> None:
-    """Fail with the reason unless the release reached production."""
+    """Fail with the reason unless the release reached production.
+
+    A release stopped (or failed) before `record-release` ran is recorded here, as failed,
+    so that every release leaves a record.
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     if outcome.startswith(_UNRESOLVED):
-        raise StepError(f"the release did not finish ({status}): {_first_failure(failures)}")
+        why = f"the release did not finish ({status}): {_first_failure(failures)}"
+        _record_unfinished(records, model_name, workflow_name, started_at, why)
+        raise StepError(why)
     if outcome == "failed":
         raise StepError(f"release failed: {reason}: {_first_failure(failures)}")
     if outcome != "production":
         raise StepError(f"release {outcome}: {reason}")
     log.info("release reached production: %s", reason)
+
+
+def _record_unfinished(
+    records: str, model_name: str, workflow_name: str, started_at: str, why: str
+) -> None:
+    """Write the failed record of a release that ended before `record-release`; best effort."""
+    from steps.record import record_release
+
+    if records.startswith(_UNRESOLVED):
+        return
+    try:
+        record_release(
+            records=records,
+            model_name=model_name,
+            workflow_name=workflow_name,
+            outcome="failed",
+            reason=why,
+            started_at="" if started_at.startswith(_UNRESOLVED) else started_at,
+        )
+    except Exception as exc:  # the reason matters more than the record: say why, go on
+        log.warning("could not record the unfinished release: %s", exc)
 
 
 def _first_failure(failures: str) -> str:

@@ -107,7 +107,12 @@ class ArgoStandIn:
                 return 409, {"code": 10, "message": "the object has been modified"}
         else:
             if kind == "workflows":
-                meta["name"] = meta.get("name") or meta.get("generateName", "wf-") + "x7k2p"
+                if not meta.get("name"):  # generateName: x7k2p, then other suffixes
+                    prefix, n = meta.get("generateName", "wf-"), 0
+                    meta["name"] = f"{prefix}x7k2p"
+                    while (namespace, meta["name"]) in store:
+                        n += 1
+                        meta["name"] = f"{prefix}x7k2{n}"
                 ref = (obj.get("spec") or {}).get("workflowTemplateRef")
                 if ref and (namespace, ref["name"]) not in self.objects.get(
                     "workflow-templates", {}
@@ -118,11 +123,33 @@ class ArgoStandIn:
                     }
             if (namespace, meta.get("name")) in store:
                 return 409, {"code": 6, "message": f'{kind} "{meta.get("name")}" already exists'}
+        if kind == "workflow-templates":
+            missing = self._missing_refs(namespace, obj)
+            if missing:  # as the server's validation of a template (validate.go)
+                return 400, {"code": 3, "message": f"template reference {missing} not found"}
         self._version += 1
         meta["namespace"] = namespace
         meta["resourceVersion"] = str(self._version)
+        # What a real server returns is its Go structs' view: the creator's label added and
+        # empty fields filled in, not the bytes that were sent.
+        meta.setdefault("labels", {})["workflows.argoproj.io/creator"] = "system-serviceaccount"
+        for template in (obj.get("spec") or {}).get("templates") or []:
+            for empty in ("metadata", "inputs", "outputs"):
+                template.setdefault(empty, {})
         store[(namespace, meta["name"])] = obj
         return 200, obj
+
+    def _missing_refs(self, namespace: str, obj: dict[str, Any]) -> str | None:
+        """The first `templateRef` of a template that names no stored WorkflowTemplate."""
+        stored = self.objects.get("workflow-templates", {})
+        for template in (obj.get("spec") or {}).get("templates") or []:
+            tasks = (template.get("dag") or {}).get("tasks") or []
+            steps = [s for group in template.get("steps") or [] for s in group]
+            for call in tasks + steps:
+                ref = call.get("templateRef")
+                if ref and (namespace, ref["name"]) not in stored:
+                    return f"{ref['name']}.{ref['template']}"
+        return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self

@@ -77,10 +77,32 @@ def test_submit_needs_the_templates_and_they_must_match_the_spec(argo: ArgoStand
     ):
         submit("fetch-weights", SPEC, target=server(argo))
     apply(argo)
-    argo.objects["workflow-templates"][("llmflow", "fetch-weights")]["spec"]["entrypoint"] = "x"
+    # Applied from another spec (or another llmflow): its digest is not this spec's.
+    stored = argo.objects["workflow-templates"][("llmflow", "fetch-weights")]
+    stored["metadata"]["annotations"]["llmflow.io/template-digest"] = "sha256:0"
     with pytest.raises(SubmitError, match="differs from what the spec renders"):
         submit("fetch-weights", SPEC, target=server(argo))
     assert "workflows" not in argo.objects  # nothing was started
+
+
+def test_a_release_applies_its_stages_first_on_a_fresh_server(argo: ArgoStandIn) -> None:
+    # The server refuses a template whose templateRefs name templates it does not have.
+    run = submit("release", SPEC, target=server(argo), apply_templates=True)
+    created = [
+        r.body["template"]["metadata"]["name"]
+        for r in argo.requests
+        if r.method == "POST" and r.operation == "WorkflowTemplateService_CreateWorkflowTemplate"
+    ]
+    assert created[-1] == "release" and set(created[:-1]) == {
+        "fetch-weights",
+        "build-images",
+        "finetune",
+        "evaluate",
+        "deploy",
+    }
+    assert run.name.startswith("release-tiny-llama-")
+    # Submitted again, the server's normalised copies still match the spec.
+    assert submit("release", SPEC, target=server(argo)).name
 
 
 def test_submit_references_the_template_with_the_overrides(argo: ArgoStandIn) -> None:

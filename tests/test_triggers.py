@@ -406,18 +406,29 @@ def test_organization_hooks_and_github_enterprise() -> None:
     assert gitlab["groups"] == ["ml/platform"] and "projects" not in gitlab
 
 
-def test_one_set_per_namespace_with_its_models(tiny: ReleaseSpec) -> None:
+def test_one_set_per_namespace_with_its_model(tiny: ReleaseSpec) -> None:
     data = tiny.model_dump(mode="json", exclude_none=True)
-    big = parse_spec({**data, "model": {**data["model"], "name": "big-llama"}})
-    other = parse_spec({**data, "namespace": "research", "service_account": "lab"})
-    objects = render_triggers([tiny, big, other], GITHUB_REPO, webhook_url=HOOK_URL)
+    other = parse_spec(
+        {
+            **data,
+            "namespace": "research",
+            "service_account": "lab",
+            "model": {**data["model"], "name": "big-llama"},
+        }
+    )
+    objects = render_triggers([tiny, other], GITHUB_REPO, webhook_url=HOOK_URL)
     sensors = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Sensor"}
     assert sorted(sensors) == ["llmflow", "research"]
     ref_filter = sensors["llmflow"]["spec"]["dependencies"][0]["filters"]["data"][1]
     assert ref_filter["path"] == "body.ref"
-    assert ref_filter["value"] == [ref_regex(["big-llama", "tiny-llama"])]
+    assert ref_filter["value"] == [ref_regex(["tiny-llama"])]
     assert sensors["research"]["spec"]["template"]["serviceAccountName"] == "lab-release-trigger"
     assert "gitlab" not in _one(objects[:5], "EventSource")["spec"]  # a github.com repo
+
+    # Two models in one namespace would share (and replace) one `release` template.
+    big = parse_spec({**data, "model": {**data["model"], "name": "big-llama"}})
+    with pytest.raises(TriggerError, match="models big-llama, tiny-llama share it"):
+        render_triggers([tiny, big], GITHUB_REPO, webhook_url=HOOK_URL)
 
     clash = parse_spec({**data, "service_account": "other"})
     with pytest.raises(SpecError) as caught:

@@ -17,6 +17,7 @@ message and outputs (each pipeline exports its results as workflow outputs: `dig
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -95,10 +96,21 @@ class RunResult:
 class Submission:
     """A submitted workflow: read its state, or wait for its end."""
 
-    def __init__(self, name: str, target: Target, poll: Callable[[], RunResult]) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: Target,
+        poll: Callable[[], RunResult],
+        stop: Callable[[], None],
+    ) -> None:
         self.name = name
         self.target = target
         self._poll = poll
+        self._stop = stop
+
+    def stop(self) -> None:
+        """Stop the workflow as `argo stop` does: its processes end, its exit handler runs."""
+        self._stop()
 
     def status(self) -> RunResult:
         """The workflow's phase, message and outputs now."""
@@ -124,7 +136,7 @@ class Submission:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(
                     f"workflow {self.name} is still {result.phase} after {timeout:g} s; it goes "
-                    "on running: wait again, or stop it (`argo stop`, Ctrl-C for `llmflow run`)"
+                    "on running: wait again, or stop it (`Submission.stop()`, `argo stop`)"
                 )
             pause = interval if deadline is None else min(interval, deadline - time.monotonic())
             time.sleep(max(pause, 0.05))
@@ -207,7 +219,10 @@ def _submit_argo(
             raise SubmitError(f"workflow {name} is gone from namespace {namespace}")
         return _result(name, workflow.get("status") or {})
 
-    return Submission(name, server, poll)
+    def stop() -> None:
+        client.stop(namespace, name)
+
+    return Submission(name, server, poll, stop)
 
 
 def _submit_local(
@@ -264,7 +279,16 @@ def _submit_local(
             return RunResult(run.name, "Running")
         return _result(run.name, run.status())
 
-    return Submission(run.name, local, poll)
+    def stop() -> None:
+        run.stop("Stopped with strategy 'Stop'")
+        thread.join()
+
+    def stop_at_exit() -> None:  # the run's processes (vLLM, torchrun) must not outlive us
+        if thread.is_alive():
+            stop()
+
+    atexit.register(stop_at_exit)
+    return Submission(run.name, local, poll, stop)
 
 
 def apply_local_templates(spec: ReleaseSpec, store: Any) -> list[str]:

@@ -9,7 +9,7 @@ than a lost write. The token is sent as a bearer header and never appears in a m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -36,7 +36,7 @@ class ArgoClient:
     """
 
     host: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never printed
     verify_tls: bool = True
     timeout: float = 30.0
 
@@ -49,6 +49,11 @@ class ArgoClient:
         """The object, or None when the server has none of that name."""
         segment, _ = _KINDS[kind]
         return self._call("GET", f"/api/v1/{segment}/{namespace}/{name}", None, kind, missing=True)
+
+    def stop(self, namespace: str, name: str) -> None:
+        """Stop a workflow (`argo stop`): its pods end and its exit handler runs."""
+        body = {"name": name, "namespace": namespace}
+        self._call("PUT", f"/api/v1/workflows/{namespace}/{name}/stop", body, "Workflow")
 
     def apply(self, obj: dict[str, Any], namespace: str) -> tuple[str, dict[str, Any]]:
         """Create the template or CronWorkflow, or replace the one of that name.
@@ -120,10 +125,26 @@ def _message(response: requests.Response) -> str:
 
 
 def _same(current: dict[str, Any], desired: dict[str, Any]) -> bool:
-    """Whether the server's object already has the desired spec, labels and annotations."""
+    """Whether the server's object already is the desired one.
+
+    The server returns objects normalised (empty fields filled in) and adds labels of its
+    own (the creator's), so the desired labels and annotations must be among the server's,
+    and the spec equal once empty values are dropped.
+    """
     meta, want = current.get("metadata", {}), desired.get("metadata", {})
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     return (
-        current.get("spec") == desired.get("spec")
-        and (meta.get("labels") or {}) == (want.get("labels") or {})
-        and (meta.get("annotations") or {}) == (want.get("annotations") or {})
+        _pruned(current.get("spec")) == _pruned(desired.get("spec"))
+        and all(labels.get(k) == v for k, v in (want.get("labels") or {}).items())
+        and all(annotations.get(k) == v for k, v in (want.get("annotations") or {}).items())
     )
+
+
+def _pruned(value: Any) -> Any:
+    """A value without its empty dicts, lists, strings and nulls (as Go's omitempty drops)."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value

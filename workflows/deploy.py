@@ -194,7 +194,10 @@ def build(spec: ReleaseSpec) -> Workflow:
             for stage in sv.canary.stages
         }
 
-        with DAG(name="restore-stable"):
+        mutex = Synchronization(mutexes=[Mutex(name=f"deploy-{spec.model.name}")])
+        # The exit handler takes the mutex again: it runs after `main` let it go, and must
+        # not act while the next deploy of the model has taken it.
+        with DAG(name="restore-stable", synchronization=mutex):
             # On any end but success: all traffic on stable, the canary gone.
             when = "{{workflow.status}} != Succeeded"
             route_stable(name="restore-route", when=when)
@@ -215,7 +218,7 @@ def build(spec: ReleaseSpec) -> Workflow:
             name="main",
             inputs=[Parameter(name="candidate")],
             outputs=main_outputs(plan_outputs),
-            synchronization=Synchronization(mutexes=[Mutex(name=f"deploy-{spec.model.name}")]),
+            synchronization=mutex,
         ):
             fetched = fetch_model(workflow, source_value=main_input("candidate"))
             find_stable()

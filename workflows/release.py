@@ -26,7 +26,8 @@ from typing import Any
 from hera.workflows import DAG, Parameter, Script, Workflow
 from hera.workflows.models import Mutex, Synchronization, TemplateRef, Volume
 
-from steps.record import record_release
+from steps._hera import S3_ENV
+from steps.record import check_records, record_release
 from steps.release import finish_release, judge_release, load_release, spec_digest
 from workflows._common import new_workflow, param
 from workflows.exceptions import SpecError
@@ -127,6 +128,15 @@ def _stage(name: str, depends: str, arguments: dict[str, str] | None = None, **e
     )
 
 
+def _restore(name: str, template: str, depends: str) -> Any:
+    """A task running one of deploy's resource templates (by `templateRef`)."""
+    from hera.workflows import Task
+
+    return Task(
+        name=name, template_ref=TemplateRef(name="deploy", template=template), depends=depends
+    )
+
+
 def _out(task: str, name: str) -> str:
     """A task's output, nil-safe: empty when the task did not run (`tasks['x']?.outputs...`)."""
     return f"{{{{=tasks['{task}']?.outputs?.parameters?.['{name}'] ?? ''}}}}"
@@ -155,7 +165,11 @@ def build(spec: ReleaseSpec) -> Workflow:
             mutexes=[Mutex(name=f"release-{spec.model.name}")]
         )
         # An exit handler is a template the DAG does not call: add it as a template.
-        Script(name="finish-release", source=finish_release.wrapped_function)  # type: ignore[attr-defined]
+        Script(  # with the S3 Secret: it records a release that ended early
+            name="finish-release",
+            source=finish_release.wrapped_function,  # type: ignore[attr-defined]
+            env=S3_ENV,
+        )
 
         with DAG(name="main"):
             load_release(
@@ -164,11 +178,12 @@ def build(spec: ReleaseSpec) -> Workflow:
                     "commit": param(workflow, "commit"),
                     "repo": param(workflow, "repo"),
                     "model-name": param(workflow, "model-name"),
-                    "spec-digest": spec_digest(spec_json),
+                    "spec-digest": spec_digest(spec.model_dump_json(exclude_unset=True)),
                 },
                 when=f"'{param(workflow, 'tag')}' != ''",
             )
-            previous = "(load-release.Succeeded || load-release.Skipped)"
+            check_records(arguments={"records": param(workflow, "records")})
+            previous = "(load-release.Succeeded || load-release.Skipped) && check-records"
             for name in rendered:
                 arguments = {}
                 extra: dict[str, Any] = {}
@@ -178,11 +193,18 @@ def build(spec: ReleaseSpec) -> Workflow:
                     extra["when"] = "{{tasks.evaluate.outputs.parameters.passed}} == true"
                 _stage(name, previous, arguments, **extra)
                 previous = name if name != "deploy" else previous
+            # A deploy stage that failed (a crash, a failed promotion) leaves no traffic on an
+            # unjudged canary: the release puts it all back on stable, as deploy's exit
+            # handler does for a deploy of its own.
+            _restore("restore-route", "route-stable", "deploy.Failed || deploy.Errored")
+            for name in ("remove-canary", "remove-canary-service"):
+                _restore(f"restore-{name}", name, "restore-route")
+            tasks = ("load-release", "check-records", *rendered)
             ended = " && ".join(
                 "(" + " || ".join(f"{name}.{phase}" for phase in _ENDED) + ")"
-                for name in ("load-release", *rendered)
+                for name in (*tasks, "restore-remove-canary", "restore-remove-canary-service")
             )
-            phases = {name: f"{{{{tasks.{name}.status}}}}" for name in ("load-release", *rendered)}
+            phases = {name: f"{{{{tasks.{name}.status}}}}" for name in tasks}
             judged = judge_release(
                 depends=ended,
                 arguments={

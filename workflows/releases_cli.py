@@ -63,7 +63,7 @@ spec_path_option = click.option(
 )
 
 
-#: Where local releases (`llmflow demo`, `llmflow run release`) keep their records.
+#: Where local releases keep their records (`llmflow demo` sets `records` to it).
 LOCAL_RECORDS = Path(".llmflow/records")
 
 
@@ -165,6 +165,7 @@ def show_cmd(
 @local_root_option("With --local: the local engine's folder.")
 @argo_server_options
 @click.option("--timeout", type=float, help="Most seconds to wait for the deploy to end.")
+@records_option
 @_friendly
 def rollback_cmd(
     model: str,
@@ -176,6 +177,7 @@ def rollback_cmd(
     namespace: str | None,
     insecure: bool | None,
     timeout: float | None,
+    records_uri: str | None,
 ) -> None:
     """Put MODEL's previous release back in production, through the deploy pipeline.
 
@@ -192,7 +194,7 @@ def rollback_cmd(
     spec = load_spec(spec_path)
     if model != spec.model.name:
         raise LLMFlowError(f"MODEL {model!r} is not the spec's model.name {spec.model.name!r}")
-    store = RecordStore.open(spec.records.uri)
+    store = RecordStore.open(records_uri or spec.records.uri)
     aliases = store.aliases(model)
     if aliases.previous is None:
         raise LLMFlowError(
@@ -211,12 +213,7 @@ def rollback_cmd(
         err=True,
     )
     submission = submit(
-        "deploy",
-        spec,
-        parameters={"candidate": previous.weights.uri},
-        target=target,
-        wait=True,
-        timeout=timeout,
+        "deploy", spec, parameters={"candidate": previous.weights.uri}, target=target
     )
     result = submission.wait(timeout)
     record = rollback_record(spec, previous, aliases.production, result, started)

@@ -10,14 +10,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workflows.argo_client import ArgoClient
 from workflows.exceptions import SubmitError, ValidationFailed
 from workflows.pipelines import get_pipeline
 from workflows.spec import ReleaseSpec
-from workflows.templates import pipeline_templates, referenced_templates, template_workflow
+from workflows.templates import (
+    DIGEST_ANNOTATION,
+    pipeline_templates,
+    referenced_templates,
+    template_digest,
+    template_workflow,
+)
 from workflows.validation import SchemaRegistry, validate_documents
 
 Manifest = dict[str, Any]
@@ -38,7 +44,7 @@ class ArgoServer:
     """
 
     host: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never printed
     namespace: str | None = None
     verify_tls: bool = True
 
@@ -110,7 +116,8 @@ def submit(
                 f"{namespace}; apply the templates first: `llmflow templates apply -f SPEC` "
                 "(or submit with --apply-templates)"
             )
-        if current.get("spec") != template["spec"]:
+        annotations = (current.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(DIGEST_ANNOTATION) != template_digest(template["spec"]):
             raise SubmitError(
                 f"the WorkflowTemplate {name!r} in namespace {namespace} differs from what the "
                 "spec renders; apply it again (`llmflow templates apply -f SPEC`, or submit with "
@@ -127,6 +134,8 @@ def submit(
 
 def needed_templates(pipeline: str, spec: ReleaseSpec, namespace: str) -> dict[str, Manifest]:
     """The pipeline's WorkflowTemplate and those it references, in `namespace`, validated.
+
+    Ordered as they must be applied: the referenced ones first.
 
     Raises:
         PipelineNotFoundError: no such pipeline.
@@ -151,7 +160,8 @@ def needed_templates(pipeline: str, spec: ReleaseSpec, namespace: str) -> dict[s
         needed[name] = template
         todo.extend(referenced_templates(template))
     _check([(f"{name} (WorkflowTemplate)", t) for name, t in needed.items()])
-    return needed
+    # In apply order: a template after those it references (the server checks them).
+    return {name: needed[name] for name in templates if name in needed}
 
 
 def _check(documents: list[tuple[str, Manifest]]) -> None:

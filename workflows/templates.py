@@ -10,11 +10,23 @@ per pipeline and namespace. Every trigger submits a Workflow that only reference
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from workflows.exceptions import SpecError
 from workflows.spec import ReleaseSpec
+
+#: Annotation holding the digest of a template's spec as rendered: what `submit` compares
+#: with the server's copy, which the server may return normalised (empty fields filled in).
+DIGEST_ANNOTATION = "llmflow.io/template-digest"
+
+
+def template_digest(spec: dict[str, Any]) -> str:
+    """The digest of a template's spec (canonical JSON)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def workflow_template(workflow: dict[str, Any], name: str) -> dict[str, Any]:
@@ -29,6 +41,7 @@ def workflow_template(workflow: dict[str, Any], name: str) -> dict[str, Any]:
     for key in ("namespace", "labels", "annotations"):
         if source.get(key):
             metadata[key] = copy.deepcopy(source[key])
+    metadata.setdefault("annotations", {})[DIGEST_ANNOTATION] = template_digest(workflow["spec"])
     return {
         "apiVersion": workflow.get("apiVersion", "argoproj.io/v1alpha1"),
         "kind": "WorkflowTemplate",
@@ -52,7 +65,16 @@ def pipeline_templates(spec: ReleaseSpec) -> dict[str, dict[str, Any]]:
         except SpecError:
             continue
         templates[name] = workflow_template(workflow, name)
-    return templates
+    return dict(sorted(templates.items(), key=lambda item: _depth(item[0], templates)))
+
+
+def _depth(name: str, templates: dict[str, dict[str, Any]]) -> int:
+    """How deep a template's references go: the apply order puts those referenced first.
+
+    The Argo server checks a WorkflowTemplate's `templateRef`s when it is created.
+    """
+    refs = referenced_templates(templates[name]) & set(templates)
+    return 1 + max(_depth(r, templates) for r in refs) if refs else 0
 
 
 def referenced_templates(manifest: dict[str, Any]) -> set[str]:

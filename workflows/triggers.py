@@ -357,6 +357,14 @@ def render_triggers(
     for namespace, group in _by_namespace(specs).items():
         account = f"{group[0].service_account}-{TRIGGER_ACCOUNT}"
         models = sorted({spec.model.name for spec in group})
+        if len(models) > 1:
+            # The templates are named by pipeline: one model's `release` would replace
+            # another's, and a tag would run the other model's stages.
+            raise TriggerError(
+                f"namespace {namespace}: models {', '.join(models)} share it, but the "
+                "WorkflowTemplates are one per pipeline and namespace; give each model's spec "
+                "a namespace of its own"
+            )
         objects.append(event_source(namespace, hooks, github_repository, gitlab_project, event_bus))
         objects.append(
             sensor(namespace, models, account, github_repository, gitlab_project, event_bus)
