@@ -142,8 +142,9 @@ def judge_release(
     if deploy in ("Failed", "Errored", "Error"):
         return Judgement(
             outcome="rolled-back",
-            reason="the canary did not pass and was rolled back; stable serves all traffic "
-            "(see the deploy stage's analyse reports)",
+            reason="the deploy stage failed: a canary that did not pass is rolled back, and "
+            "a failed rollout step has the release restore stable; stable serves all traffic "
+            "(see the deploy stage's steps and analyse reports)",
         )
     failed = [name for name, phase in phases.items() if phase in ("Failed", "Errored", "Error")]
     where = failed[0] if failed else "a stage"

@@ -590,3 +590,22 @@ def test_an_outcome_never_set_reaches_the_exit_handler_unresolved(tmp_path: Path
     ]
     # The workflow keeps the message of what failed first, as Argo does.
     assert "the release did not finish" not in run.message
+
+
+def test_finish_records_a_release_that_ended_early(tmp_path: Path) -> None:
+    from steps.releases import RecordStore
+
+    records = f"file://{tmp_path / 'records'}"
+    with pytest.raises(StepError, match="the release did not finish"):
+        finish_release(
+            status="Failed",
+            failures=FAILURES,
+            records=records,
+            model_name="tiny-llama",
+            workflow_name="release-tiny-llama-ab12c",
+            started_at="2026-11-29T05:00:00Z",
+        )
+    [record] = RecordStore.open(records).list("tiny-llama")
+    assert record.outcome == "failed" and "train: main: Error (exit code 1)" in record.reason
+    assert record.workflow is not None and record.workflow.name == "release-tiny-llama-ab12c"
+    assert RecordStore.open(records).alias("tiny-llama", "production") is None

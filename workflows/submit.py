@@ -20,9 +20,9 @@ from workflows.spec import ReleaseSpec
 from workflows.templates import (
     DIGEST_ANNOTATION,
     pipeline_templates,
-    referenced_templates,
     template_digest,
     template_workflow,
+    with_references,
 )
 from workflows.validation import SchemaRegistry, validate_documents
 
@@ -132,33 +132,35 @@ def submit(
     return str(created_name)
 
 
-def needed_templates(pipeline: str, spec: ReleaseSpec, namespace: str) -> dict[str, Manifest]:
+def needed_templates(
+    pipeline: str,
+    spec: ReleaseSpec,
+    namespace: str,
+    templates: dict[str, Manifest] | None = None,
+) -> dict[str, Manifest]:
     """The pipeline's WorkflowTemplate and those it references, in `namespace`, validated.
 
-    Ordered as they must be applied: the referenced ones first.
+    Ordered as they must be applied: the referenced ones first. `templates`: the spec's,
+    already rendered (`pipeline_templates`), to render them once for many pipelines.
 
     Raises:
         PipelineNotFoundError: no such pipeline.
         SpecError: the spec lacks what the pipeline needs.
         ValidationFailed: a template does not pass strict validation.
     """
-    templates = pipeline_templates(spec)
+    templates = pipeline_templates(spec) if templates is None else templates
     if pipeline not in templates:
         get_pipeline(pipeline).build(spec)  # raises why the spec cannot render it
-    needed: dict[str, Manifest] = {}
-    todo = [pipeline]
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
+
+    def in_namespace(name: str) -> Manifest:
         if name not in templates:
             raise SubmitError(
                 f"the {pipeline} template references {name!r}, which the spec does not render"
             )
-        template = {**templates[name]}
-        template["metadata"] = {**template["metadata"], "namespace": namespace}
-        needed[name] = template
-        todo.extend(referenced_templates(template))
+        template = templates[name]
+        return {**template, "metadata": {**template["metadata"], "namespace": namespace}}
+
+    needed = with_references([pipeline], in_namespace)
     _check([(f"{name} (WorkflowTemplate)", t) for name, t in needed.items()])
     # In apply order: a template after those it references (the server checks them).
     return {name: needed[name] for name in templates if name in needed}

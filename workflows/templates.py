@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from workflows.exceptions import SpecError
@@ -141,3 +141,22 @@ def template_workflow(
         "metadata": metadata,
         "spec": spec,
     }
+
+
+def with_references(
+    names: Iterable[str], template_of: Callable[[str], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The named templates and every template they reference, transitively, by name.
+
+    Args:
+        names: Where to start (a pipeline; the templates a Workflow references).
+        template_of: The WorkflowTemplate of a name (rendered, or looked up).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    todo = sorted(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found[name] = template_of(name)
+            todo.extend(sorted(referenced_templates(found[name])))
+    return found

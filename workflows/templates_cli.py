@@ -68,7 +68,7 @@ def render_cmd(spec_path: Path, out_dir: Path | None) -> None:
         spec = load_spec(spec_path)
         templates = pipeline_templates(spec)
         for name in templates:
-            needed_templates(name, spec, spec.namespace)  # validated strictly
+            needed_templates(name, spec, spec.namespace, templates)  # validated strictly
         documents = {f"{n}.yaml": t for n, t in templates.items()}
         crons = checked_cron_workflows(spec, templates)
         documents.update({f"cron-{c['metadata']['name']}.yaml": c for c in crons})
@@ -120,7 +120,7 @@ def apply_cmd(
         templates = pipeline_templates(spec)
         crons = checked_cron_workflows(spec, templates)
         for name in templates:
-            template = needed_templates(name, spec, target)[name]
+            template = needed_templates(name, spec, target, templates)[name]
             what, _ = client.apply(template, target)
             click.echo(f"workflowtemplate/{name} {what} ({target})")
         for cron in crons:

@@ -48,23 +48,19 @@ def apply_referenced_templates(
     from workflows.local.templates import LocalTemplates
     from workflows.render import render as render_pipeline
     from workflows.spec import load_spec
-    from workflows.templates import referenced_templates, workflow_template
+    from workflows.templates import referenced_templates, with_references, workflow_template
 
     if spec_path is None:
         return []
     spec = load_spec(spec_path)
     store = LocalTemplates(root)
-    applied: list[str] = []
-    todo = sorted(referenced_templates(workflow))
-    while todo:
-        name = todo.pop()
-        if name in applied:
-            continue
-        template = workflow_template(render_pipeline(name, spec), name)
+    templates = with_references(
+        referenced_templates(workflow),
+        lambda name: workflow_template(render_pipeline(name, spec), name),
+    )
+    for template in templates.values():
         store.apply(template)
-        applied.append(name)
-        todo.extend(sorted(referenced_templates(template)))
-    return applied
+    return list(templates)
 
 
 def workflow_from(source: str, spec_path: Path | None) -> dict[str, Any]:
