@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 from tests import sensor_params as sp
-from workflows.exceptions import SpecError
+from workflows.exceptions import SpecError, TriggerError
 from workflows.spec import ReleaseSpec, load_spec, parse_spec
 from workflows.tags import (
     TAG_REGEX,
@@ -32,19 +32,17 @@ from workflows.tags import (
     spec_for_tag,
 )
 from workflows.tags_cli import release_tag_group
-from workflows.triggers import (
+from workflows.triggers import render_triggers, sensor
+from workflows.validation import SchemaRegistry, validate_documents
+from workflows.webhooks import (
     API_VERSION,
     NAME,
     GitHubHook,
     GitLabHook,
     Hooks,
-    TriggerError,
     event_source,
-    render_triggers,
     repo_location,
-    sensor,
 )
-from workflows.validation import SchemaRegistry, validate_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

@@ -23,6 +23,7 @@ from workflows.eval_cli import eval_group
 from workflows.exceptions import LLMFlowError, ValidationFailed
 from workflows.local_cli import local_group
 from workflows.releases_cli import releases_group
+from workflows.runs_cli import runs_group
 from workflows.tags_cli import release_tag_group
 from workflows.templates_cli import templates_group
 
@@ -335,72 +336,6 @@ def run_cmd(
     raise SystemExit(0 if phase == "Succeeded" else 1)
 
 
-@main.group("runs")
-@root_option
-@click.pass_context
-def runs_group(ctx: click.Context, root: Path) -> None:
-    """Inspect and resume local runs."""
-    ctx.obj = root
-
-
-@runs_group.command("list")
-@click.pass_obj
-def runs_list(root: Path) -> None:
-    """List local runs, newest first."""
-    from workflows.local.store import list_runs
-
-    for status in list_runs(root):
-        meta = status.get("metadata", {})
-        click.echo(
-            f"{meta.get('name', ''):45} {status.get('phase', ''):10} {status.get('startedAt', '')}"
-        )
-
-
-@runs_group.command("get")
-@click.argument("name")
-@click.pass_obj
-@_friendly
-def runs_get(root: Path, name: str) -> None:
-    """Show a run's tree of nodes with phases, timings and output parameters."""
-    from workflows.local.store import RunStore
-    from workflows.local.view import make_console, render
-
-    status = RunStore(root.resolve(), name).read_status()
-    make_console(stderr=False).print(render(status, outputs=True))
-
-
-@runs_group.command("logs")
-@click.argument("name")
-@click.option("--node", "node_filter", help="Only nodes whose name contains this.")
-@click.pass_obj
-@_friendly
-def runs_logs(root: Path, name: str, node_filter: str | None) -> None:
-    """Print the logs of a run's nodes."""
-    from workflows.local.store import RunStore
-
-    store = RunStore(root.resolve(), name)
-    nodes = store.read_status()["nodes"]
-    for node_id, node in nodes.items():
-        log = store.path / "nodes" / node_id / "main.log"
-        if log.exists() and (not node_filter or node_filter in node["name"]):
-            click.echo(f"--- {node['name']}")
-            click.echo(log.read_text(errors="replace"), nl=False)
-
-
-@runs_group.command("resume")
-@click.argument("name")
-@click.pass_obj
-@_friendly
-def runs_resume(root: Path, name: str) -> None:
-    """Resume a run's suspended nodes."""
-    from workflows.local.store import RunStore
-
-    store = RunStore(root.resolve(), name)
-    store.read_status()
-    store.resume_marker.touch()
-    click.echo(f"resumed {name}")
-
-
 @main.command()
 @click.argument("source")
 @click.option(
@@ -506,6 +441,7 @@ def demo(spec_path: Path, workdir: Path, skip_images: bool) -> None:
 main.add_command(eval_group)
 main.add_command(canary_group)
 main.add_command(local_group)
+main.add_command(runs_group)
 main.add_command(cluster_group)
 main.add_command(templates_group)
 main.add_command(releases_group)

@@ -2,8 +2,9 @@
 
 `Run(workflow).execute()` walks the same YAML `llmflow submit` sends to Argo: DAGs and steps,
 `when` and `depends`, loops, retries with backoff, deadlines, suspend, mutexes, the exit
-handler. Container and script templates run as local processes with the pod's command;
-resource templates go to the LocalPlatform. Node names and ids follow Argo's scheme
+handler (`globals.py`, with the `workflow.*` variables). Container and script templates run
+as local processes with the pod's command; resource templates go to the LocalPlatform
+(`pod.py`). Node names and ids follow Argo's scheme
 (`wf.task`, `wf[0].step`, `wf.task(1)` for retries, `wf.task(0:item)` for loops), and the
 status is written to the run folder after every change. `templateRef`s and a
 `workflowTemplateRef` resolve against the WorkflowTemplates in the local store (`refs.py`).
@@ -11,7 +12,6 @@ status is written to the run folder after every change. `templateRef`s and a
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -27,14 +27,20 @@ from typing import Any
 
 from workflows.exceptions import RunError
 from workflows.local import dag, leaves, outputs, retries, steps
-from workflows.local.expressions import substitute_all
-from workflows.local.git import load_git_inputs
-from workflows.local.images import ImageMap, entrypoint
+from workflows.local.globals import (
+    base_scope,
+    global_scope,
+    run_exit_handler,
+    set_global,
+    workflow_parameters,
+)
+from workflows.local.images import ImageMap
 from workflows.local.inputs import bind_inputs, input_scope
 from workflows.local.limits import Gate, OpenGate
 from workflows.local.loading import load
-from workflows.local.paths import PathMapper, local_volumes, mapper_for, pod_volumes
+from workflows.local.paths import local_volumes
 from workflows.local.platform import LocalPlatform
+from workflows.local.pod import run_leaf
 from workflows.local.refs import MAX_DEPTH_MESSAGE, MAX_STACK_DEPTH, Frame
 from workflows.local.scope import Scope
 from workflows.local.store import DEFAULT_ROOT, DONE, FAILED, Node, RunStore, node_type, now
@@ -109,7 +115,7 @@ class Run:
         self.env["LLMFLOW_SERVICES"] = str(self.root / "platform" / "services.json")
         self.store = RunStore(self.root, self.name)
         self.platform = LocalPlatform(self.root, self.namespace, self.env, self.workdir)
-        self.parameters = self._parameters(spec, self.options.parameters)
+        self.parameters = workflow_parameters(spec, self.options.parameters)
         self.volumes = local_volumes(self.root, spec.get("volumes") or [], self.store.path)
         self.nodes: dict[str, Node] = {}
         self.lock = threading.RLock()
@@ -118,7 +124,7 @@ class Run:
         self.phase = "Pending"
         self.message = ""
         self.started_at = self.finished_at = ""
-        self._started = time.time()
+        self.started = time.time()
         self.global_outputs: dict[str, str] = {}
         self.gates: dict[str, Gate] = {}
         self.images = self.options.images
@@ -127,28 +133,6 @@ class Run:
         self._procs: set[Popen[bytes]] = set()
         if spec.get("entrypoint") not in self.templates:
             raise RunError(f"spec.entrypoint {spec.get('entrypoint')!r} names no template")
-
-    # --- setup -----------------------------------------------------------------------------
-
-    def _parameters(self, spec: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
-        declared = (spec.get("arguments") or {}).get("parameters") or []
-        values = {p["name"]: p.get("value") for p in declared}
-        unknown = set(overrides) - set(values)
-        if unknown:
-            raise RunError(
-                f"--set {', '.join(sorted(unknown))}: no such workflow parameter; "
-                f"parameters: {', '.join(values) or 'none'}"
-            )
-        values.update(overrides)
-        for p in declared:
-            value = values[p["name"]]
-            if value is None:
-                raise RunError(f"workflow parameter {p['name']!r} has no value; --set it")
-            if p.get("enum") and str(value) not in [str(e) for e in p["enum"]]:
-                raise RunError(
-                    f"workflow parameter {p['name']} = {value!r} is not one of {p['enum']}"
-                )
-        return {k: str(v) for k, v in values.items()}
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -299,14 +283,14 @@ class Run:
                     self.name,
                     [],
                     {"parameters": dict(self.parameters)},
-                    self.base_scope(),
+                    base_scope(self),
                 )
                 assert entry is not None  # the root has no gate
                 self.phase = _WORKFLOW_PHASE.get(entry.phase, "Error")
                 self.message = entry.message if self.phase != "Succeeded" else ""
                 if self.stopping.is_set() and self.phase != "Succeeded":
                     self.message = self.stop_reason
-                self._exit_handler()
+                run_exit_handler(self)
         except RunError as exc:
             self.phase, self.message = "Error", f"error in entry template execution: {exc}"
         except BaseException:  # a second Ctrl-C, or a bug: leave no process behind
@@ -321,74 +305,15 @@ class Run:
             self.changed()
         return self.phase
 
-    def _exit_handler(self) -> None:
-        """Run `onExit`; a failing handler fails a workflow that had succeeded (operator.go)."""
-        handler = self.spec.get("onExit")
-        if not handler:
-            return
-        self.stopping = threading.Event()  # a stopped run still runs its exit handler
-        failures = [
-            {
-                "displayName": n.display_name,
-                "message": n.message,
-                "templateName": n.template_name,
-                "phase": n.phase,
-                "podName": n.id,
-                "finishedAt": n.finished_at,
-            }
-            for n in self.nodes.values()
-            if n.phase in FAILED
-        ]
-        # The global outputs so far are globals too (operator.go `addParamToGlobalScope`).
-        scope = {
-            **self.base_scope(),
-            **self.global_scope(),
-            "workflow.status": self.phase,
-            "workflow.failures": json.dumps(failures) if failures else "null",
-        }
-        name = f"{self.name}.onExit"
-        node = self.execute_template(
-            {"template": handler}, Frame(self.resolver.local), name, name, [], {}, scope
-        )
-        if node is not None and self.phase == "Succeeded" and node.phase in FAILED:
-            self.phase = "Failed" if node.phase == "Failed" else "Error"
-            self.message = self.root_cause(node).message
-
-    def base_scope(self) -> Scope:
-        """Variables every template sees."""
-        scope = {
-            "workflow.name": self.name,
-            "workflow.namespace": self.namespace,
-            "workflow.uid": self.name,
-            "workflow.mainEntrypoint": str(self.spec.get("entrypoint", "")),
-            "workflow.creationTimestamp": self.started_at,
-            "workflow.serviceAccountName": str(self.spec.get("serviceAccountName", "")),
-            "workflow.parameters": json.dumps(
-                [{"name": k, "value": v} for k, v in self.parameters.items()]
-            ),
-            "workflow.parameters.json": json.dumps(
-                [{"name": k, "value": v} for k, v in self.parameters.items()]
-            ),
-        }
-        scope.update({f"workflow.parameters.{k}": v for k, v in self.parameters.items()})
-        meta = self.workflow.get("metadata") or {}
-        for kind in ("labels", "annotations"):
-            values = meta.get(kind) or {}
-            scope[f"workflow.{kind}"] = json.dumps(values)
-            scope.update({f"workflow.{kind}.{k}": str(v) for k, v in values.items()})
-        return scope
+    # --- workflow variables (globals.py) ---------------------------------------------------
 
     def set_global(self, key: str, value: str) -> None:
-        """Record a `globalName` output (`parameters.x` or `artifacts.x`) for later templates."""
-        with self.lock:
-            self.global_outputs[key] = value
+        """Record a `globalName` output for later templates (`globals.set_global`)."""
+        set_global(self, key, value)
 
     def global_scope(self) -> Scope:
-        """Variables that change as the run goes: `workflow.outputs.*`, the duration."""
-        with self.lock:
-            scope = {f"workflow.outputs.{k}": v for k, v in self.global_outputs.items()}
-        scope["workflow.duration"] = str(round(time.time() - self._started, 3))
-        return scope
+        """`workflow.outputs.*` and the duration, as they are now (`globals.global_scope`)."""
+        return global_scope(self)
 
     # --- templates ------------------------------------------------------------------------
 
@@ -520,60 +445,12 @@ class Run:
                 if node.phase == "Succeeded":
                     outputs.template_outputs(self, node, template, inner)
             else:
-                self._leaf(node, template, inputs, scope)
+                run_leaf(self, node, template, inputs, scope)
             if node.phase == "Running":
                 node.phase = "Succeeded"
         except RunError as exc:
             node.phase, node.message = "Error", str(exc)
         self.set_phase(node, node.phase)
-
-    def _leaf(
-        self, node: Node, template: dict[str, Any], inputs: dict[str, dict[str, str]], scope: Scope
-    ) -> None:
-        # Metrics are the controller's bookkeeping (`{{status}}` exists only there): not run.
-        body = {k: v for k, v in template.items() if k != "metrics"}
-        # Input parameters are bound already (`inputs`); their defaults may keep what Argo
-        # leaves unresolved (an exit handler's global output no step set).
-        unbound = dict(body.get("inputs") or {})
-        parameters = unbound.pop("parameters", None)
-        resolved = substitute_all(
-            {**body, "inputs": unbound}, scope, f"template {template['name']}"
-        )
-        if parameters is not None:
-            resolved["inputs"]["parameters"] = parameters
-        if not resolved["inputs"] and "inputs" not in template:
-            del resolved["inputs"]
-        if "resource" in resolved:
-            obj = leaves.run_resource(self, node, resolved)
-            if node.phase == "Succeeded":
-                outputs.resource_outputs(node, resolved, obj)
-        elif "suspend" in resolved:
-            leaves.run_suspend(self, node, resolved, self.changed)
-        else:
-            mapper = self._mapper(node, resolved)
-            declared = (resolved.get("inputs") or {}).get("artifacts") or []
-            outputs.stage_artifacts(inputs["artifacts"], declared, mapper)
-            body = resolved.get("container") or resolved.get("script") or {}
-            command = body.get("command") or entrypoint(self.images, str(body.get("image", "")))
-            with self.pod_slots:
-                try:  # the init container's part: a failure is its Error (operator.go)
-                    load_git_inputs(
-                        declared, inputs["artifacts"], mapper.local, self.env, self.tracking
-                    )
-                except RunError:
-                    if not self.stopping.is_set():
-                        raise
-                    node.phase, node.message = "Failed", self.stop_reason
-                    return
-                leaves.run_process(self, node, resolved, mapper, command or [])
-            # Argo's wait container saves outputs whether or not main succeeded
-            # (executor/postmain.go): a failed step's report is still an artifact.
-            if node.phase == "Succeeded":
-                outputs.file_outputs(self, node, resolved.get("outputs") or {}, mapper, scope)
-            elif node.phase == "Failed" and not self.stopping.is_set():
-                outputs.file_outputs(
-                    self, node, resolved.get("outputs") or {}, mapper, scope, lenient=True
-                )
 
     # --- graph and phases ------------------------------------------------------------------
 
@@ -598,28 +475,7 @@ class Run:
             node = below[-1] if node.type == "Retry" else below[0]
         return node
 
-    # --- paths and locks -------------------------------------------------------------------
-
-    def _mapper(self, node: Node, template: dict[str, Any]) -> PathMapper:
-        body = template.get("container") or template.get("script") or {}
-        node_dir = self.store.node_dir(node.id)
-        volumes = pod_volumes(self.platform, self.volumes, self.spec, template, node_dir)
-        mapper = mapper_for(body, volumes, node_dir / "fs")
-        declared = template.get("outputs") or {}
-        for p in declared.get("parameters") or []:
-            path = (p.get("valueFrom") or {}).get("path")
-            if path:
-                mapper.declare_output(path)
-        for a in [
-            *(declared.get("artifacts") or []),
-            *((template.get("inputs") or {}).get("artifacts") or []),
-        ]:
-            if a.get("path"):
-                mapper.declare_output(a["path"])
-        for env in body.get("env") or []:
-            if env.get("name") == "hera__outputs_directory" and env.get("value"):
-                mapper.declare(env["value"])
-        return mapper
+    # --- locks -----------------------------------------------------------------------------
 
     def _mutexes(self, sync: dict[str, Any] | None, node: Node | None) -> Any:
         """Hold a workflow's (node None) or template's mutexes; waiting shows on it."""
