@@ -123,6 +123,9 @@ def test_the_pipeline_renders_to_a_valid_workflow(registry) -> None:
         "evaluate-candidate",
         "evaluate-reference",
         "gate-evaluation",
+        "require-gate",
     }
+    # A failed gate fails the workflow only when asked to (a schedule watching production).
+    assert tasks["require-gate"]["when"].startswith("{{workflow.parameters.fail-on-gate}} == true")
     # Candidate and reference are evaluated in parallel: neither depends on the other.
     assert "evaluate-reference" not in tasks["evaluate-candidate"].get("depends", "")
