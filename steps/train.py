@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from steps import storage
+from steps.train_knobs import KnobError, TrainKnobs, check_knobs
 
 log = logging.getLogger("steps.train")
 
@@ -394,7 +395,11 @@ class _Progress:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Command-line flags (kebab-case) to a TrainConfig."""
+    """Command-line flags (kebab-case) to a TrainConfig.
+
+    The knobs a run may change (`steps.train_knobs`) arrive as text typed into the Argo UI,
+    so they are checked against the release spec's rules here, before anything starts.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m steps.train", description=__doc__.splitlines()[0]
     )
@@ -403,15 +408,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         flag = "--" + name.replace("_", "-")
         if name in {"model", "data", "output"}:
             parser.add_argument(flag, required=True)
+        elif name in TrainKnobs.model_fields:
+            parser.add_argument(flag, default=str(value))
         elif isinstance(value, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         else:
             parser.add_argument(flag, type=type(value), default=value)
-    args = parser.parse_args(argv)
-    config = TrainConfig(**vars(args))
-    if config.method not in {"full", "lora"}:
-        parser.error(f"--method {config.method!r}: use full or lora")
-    return config
+    args = vars(parser.parse_args(argv))
+    try:
+        knobs = check_knobs({name: args.pop(name) for name in TrainKnobs.model_fields})
+    except KnobError as exc:
+        parser.error(f"invalid training settings:\n{exc}")
+    return TrainConfig(**args, **knobs.model_dump())
 
 
 def main(argv: list[str] | None = None) -> Summary:

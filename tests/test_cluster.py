@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from serving.monitoring import QUEUE_METRIC
 from workflows.cli import main
 from workflows.cluster_cli import kustomize_documents
+from workflows.manifest_text import quote_placeholders
 from workflows.pipelines import discover
 from workflows.rbac import RBACError, role_rules, template_verbs
 from workflows.render import render
@@ -86,7 +87,7 @@ def expected_rules(workflow: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
         resource = template.get("resource")
         if resource is None:
             continue
-        manifest = yaml.safe_load(resource["manifest"])
+        manifest = yaml.safe_load(quote_placeholders(resource["manifest"]))
         api_version, kind = manifest["apiVersion"], manifest["kind"]
         key = (api_version.rpartition("/")[0], plural(api_version, kind))
         verbs = set(KUBECTL_VERBS[resource["action"]])
@@ -98,6 +99,8 @@ def expected_rules(workflow: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
         ):
             verbs.add("get")  # `kubectl get -o jsonpath=...`
         needed.setdefault(key, set()).update(verbs)
+        if resource.get("setOwnerReference"):  # blockOwnerDeletion, where admission checks it
+            needed.setdefault(("argoproj.io", "workflows/finalizers"), set()).add("update")
     return needed
 
 
@@ -129,9 +132,10 @@ def test_deploy_role_covers_every_kind_it_manages() -> None:
     assert rules[("apps", "deployments")] == {"get", "create", "patch", "delete", "list", "watch"}
     assert rules[("gateway.networking.k8s.io", "httproutes")] == {"get", "create", "patch"}
     assert ("kubeflow.org", "pytorchjobs") not in rules
-    assert granted(objects("base", "Role")["llmflow-finetune"])[
-        ("kubeflow.org", "pytorchjobs")
-    ] == {"create", "get"}
+    finetune = granted(objects("base", "Role")["llmflow-finetune"])
+    # Created and watched; deleted by the exit handler (kubectl waits with list and watch).
+    assert finetune[("kubeflow.org", "pytorchjobs")] == {"create", "get", "delete", "list", "watch"}
+    assert finetune[("argoproj.io", "workflows/finalizers")] == {"update"}
 
 
 @pytest.mark.parametrize("directory", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
@@ -166,7 +170,7 @@ def _accounts_in(value: Any) -> set[str]:
     if isinstance(value, dict):
         found = {value["serviceAccountName"]} if "serviceAccountName" in value else set()
         if isinstance(value.get("manifest"), str):
-            found |= _accounts_in(yaml.safe_load(value["manifest"]))
+            found |= _accounts_in(yaml.safe_load(quote_placeholders(value["manifest"])))
         return found.union(*(_accounts_in(v) for v in value.values()))
     if isinstance(value, list):
         return set().union(*(_accounts_in(v) for v in value))
@@ -369,6 +373,7 @@ def test_other_launchers_and_autoscale_need_their_own_rules() -> None:
 
     spec = parse_spec(data)
     finetune = granted({"rules": role_rules([render("finetune", spec)])})
-    assert finetune[("trainer.kubeflow.org", "trainjobs")] == {"create", "get"}
+    trainjobs = finetune[("trainer.kubeflow.org", "trainjobs")]
+    assert trainjobs == {"create", "get", "delete", "list", "watch"}
     deploy = granted({"rules": role_rules([render("deploy", spec)])})
     assert deploy[("autoscaling", "horizontalpodautoscalers")] == {"get", "create", "patch"}

@@ -1,4 +1,4 @@
-"""The finetune pipeline through the local engine: 2 replicas, a killed replica, a failing one."""
+"""The finetune pipeline: knobs and cleanup rendered; locally 2 replicas, TrainJob, faults, stop."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import copy
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -51,8 +53,8 @@ def outputs(node) -> dict[str, str]:
     return {p["name"]: p["value"] for p in node.outputs.get("parameters") or []}
 
 
-def summary(s3, run: Run) -> dict:
-    key = f"tiny-llama-ft/{run.name}/summary.json"
+def summary(s3, name: str) -> dict:
+    key = f"tiny-llama-ft/{name}/summary.json"
     return json.loads(s3.client().get_object(Bucket="llmflow-models", Key=key)["Body"].read())
 
 
@@ -63,7 +65,7 @@ def test_two_replicas_fine_tune_and_the_checkpoint_generates(tmp_path, stores) -
     record = outputs(nodes["record-training"])
     assert record["checkpoint"] == f"s3://llmflow-models/tiny-llama-ft/{run.name}/final"
     assert int(record["steps"]) == 40 and float(record["final-loss"]) < 3.0
-    result = summary(stores, run)
+    result = summary(stores, run.name)
     assert result["world_size"] == 2 and result["losses"][-1] < 0.6 * result["losses"][0]
     job = tmp_path / "platform" / "llmflow" / "PyTorchJob" / f"{run.name}-train"
     assert {p.name for p in job.glob("*.log")} == {"Master-0.log", "Worker-0.log"}
@@ -91,7 +93,7 @@ def test_a_killed_replica_resumes_from_its_checkpoint(tmp_path, stores) -> None:
     release = spec(batch_size=2, epochs=4, checkpoint_every=10)  # 80 steps
     baseline = start(release, tmp_path / "a", stores)
     assert baseline.execute() == "Succeeded", baseline.message
-    expected = summary(stores, baseline)
+    expected = summary(stores, baseline.name)
 
     run = start(release, tmp_path / "b", stores)
     thread = threading.Thread(target=run.execute)
@@ -108,7 +110,7 @@ def test_a_killed_replica_resumes_from_its_checkpoint(tmp_path, stores) -> None:
         time.sleep(0.02)
     thread.join(180)
     assert killed and run.phase == "Succeeded", run.message
-    resumed = summary(stores, run)
+    resumed = summary(stores, run.name)
     assert resumed["resumed_from_step"] > 0
     assert resumed["steps"] == expected["steps"] == 80
     assert resumed["final_loss"] == pytest.approx(expected["final_loss"], rel=0.02)
@@ -134,16 +136,92 @@ def test_a_failing_replica_fails_the_pipeline_and_registers_nothing(tmp_path, st
     assert listing.get("KeyCount", 0) == 0
 
 
+def filled(workflow: dict, template: str, **parameters: str) -> dict:
+    """A resource template's manifest as Argo fills it in: the workflow's parameters (defaults,
+    then `parameters`) substituted, expressions evaluated, then parsed."""
+    from workflows.local.expressions import substitute
+
+    values = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
+    values.update(parameters)
+    scope = {f"workflow.parameters.{k}": str(v) for k, v in values.items()}
+    scope |= {"workflow.name": "finetune-tiny-llama-abcde", "inputs.parameters.model-path": "/m"}
+    train = next(t for t in workflow["spec"]["templates"] if t["name"] == template)
+    return yaml.safe_load(substitute(train["resource"]["manifest"], scope, template))
+
+
 def test_trainjob_launcher_renders_a_valid_trainjob(registry) -> None:
     from workflows.validation import validate_documents
 
     workflow = render("finetune", spec(launcher="trainjob", replicas=3, procs_per_replica=2))
     assert validate_documents([("finetune", workflow)], registry) == []
-    train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
-    job = yaml.safe_load(train["resource"]["manifest"])
+    job = filled(workflow, "train")
+    assert validate_documents([("trainjob", job)], registry) == []
     assert job["kind"] == "TrainJob" and job["spec"]["trainer"]["numNodes"] == 3
     assert job["spec"]["trainer"]["numProcPerNode"] == 2
     assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    # The stock runtime's node pods get the model cache and the training service account.
+    (patch,) = job["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]["spec"]
+    assert pod["containers"] == [
+        {"name": "node", "volumeMounts": [{"mountPath": "/models", "name": "model-cache"}]}
+    ]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "llmflow-model-cache"
+    assert pod["serviceAccountName"] == "llmflow-training"
+    assert filled(workflow, "train", **{"train-replicas": "1"})["spec"]["trainer"]["numNodes"] == 1
+
+
+def test_the_knobs_are_parameters_the_job_reads(registry) -> None:
+    from workflows.validation import validate_documents
+
+    workflow = render("finetune", spec())
+    params = {p["name"]: p for p in workflow["spec"]["arguments"]["parameters"]}
+    assert params["method"]["enum"] == ["full", "lora"] and params["method"]["value"] == "full"
+    knobs = ("method", "epochs", "learning-rate", "train-batch-size", "lora-rank", "lora-alpha")
+    for name in (*knobs, "train-replicas"):
+        assert params[name].get("description"), name
+    assert (params["epochs"]["value"], params["train-replicas"]["value"]) == ("20", "2")
+
+    # Defaults: the spec's values, 1 Master and 1 Worker.
+    job = filled(workflow, "train")
+    assert validate_documents([("pytorchjob", job)], registry) == []
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 1)
+
+    # What a person types in the Argo UI reaches the job: knobs, node count and Secret.
+    typed = {"method": "lora", "epochs": "1", "lora-rank": "4", "train-replicas": "3"}
+    job = filled(workflow, "train", **typed, **{"s3-secret": "team-b-s3"})
+    assert validate_documents([("pytorchjob", job)], registry) == []
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Worker"]["replicas"] == 2
+    for rtype in ("Master", "Worker"):
+        (container,) = replicas[rtype]["template"]["spec"]["containers"]
+        args = container["args"]
+        flags = dict(zip(args[::2], args[1::2], strict=False))
+        assert (flags["--method"], flags["--epochs"], flags["--lora-rank"]) == ("lora", "1", "4")
+        secrets = {
+            e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
+        }
+        assert secrets == {"team-b-s3"}
+    # A Master alone is a valid job too.
+    alone = filled(workflow, "train", **{"train-replicas": "1"})
+    assert alone["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 0
+    assert validate_documents([("pytorchjob", alone)], registry) == []
+
+
+@pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
+def test_the_job_is_owned_by_the_workflow_and_deleted_unless_it_succeeded(launcher) -> None:
+    workflow = render("finetune", spec(launcher=launcher))
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    assert templates["train"]["resource"]["setOwnerReference"] is True
+    assert workflow["spec"]["onExit"] == "stop-training"
+    ((step,),) = templates["stop-training"]["steps"]
+    assert step["when"] == "{{workflow.status}} != Succeeded"
+    delete = templates[step["template"]]["resource"]
+    assert delete["action"] == "delete"
+    target, created = filled(workflow, step["template"]), filled(workflow, "train")
+    assert (target["apiVersion"], target["kind"]) == (created["apiVersion"], created["kind"])
+    assert target["metadata"] == {k: created["metadata"][k] for k in ("name", "namespace")}
 
 
 def test_gpu_jobs_land_on_the_gpu_pool(registry) -> None:
@@ -159,8 +237,7 @@ def test_gpu_jobs_land_on_the_gpu_pool(registry) -> None:
     )
     workflow = render("finetune", release)
     assert validate_documents([("finetune", workflow)], registry) == []
-    train = next(t for t in workflow["spec"]["templates"] if t["name"] == "train")
-    pod = yaml.safe_load(train["resource"]["manifest"])["spec"]["pytorchReplicaSpecs"]["Worker"]
+    pod = filled(workflow, "train")["spec"]["pytorchReplicaSpecs"]["Worker"]
     pod_spec = pod["template"]["spec"]
     assert pod_spec["nodeSelector"] == {"pool": "h100"}
     assert pod_spec["tolerations"] == [
@@ -168,3 +245,113 @@ def test_gpu_jobs_land_on_the_gpu_pool(registry) -> None:
     ]
     assert pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert "bfloat16" in pod_spec["containers"][0]["args"]
+
+
+def llmflow_run(tmp_path: Path, s3, release: dict, *sets: str) -> subprocess.Popen[str]:
+    """`llmflow run finetune` as a user starts it, in its own process."""
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(release))
+    command = [sys.executable, "-m", "workflows.cli", "run", "finetune", "-f", str(path)]
+    command += [arg for value in sets for arg in ("--set", value)]
+    command += ["--root", str(tmp_path / "root")]
+    env = {**os.environ, **s3.env(), "COLUMNS": "200"}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def only_run(root: Path) -> dict:
+    (status,) = [json.loads(p.read_text()) for p in (root / "runs").glob("*/status.json")]
+    return status
+
+
+def test_a_trainjob_run_with_set_knobs_trains_two_nodes(tmp_path, stores) -> None:
+    release = copy.deepcopy(BASE)
+    release["finetune"]["launcher"] = "trainjob"
+    proc = llmflow_run(tmp_path, stores, release, "epochs=1", "method=lora")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    status = only_run(tmp_path / "root")
+    name = status["metadata"]["name"]
+    result = summary(stores, name)
+    # 80 rows / (batch 8 x 2 nodes) = 5 steps per epoch; one epoch, low-rank adapters.
+    assert (result["method"], result["epochs"], result["world_size"]) == ("lora", 1, 2)
+    assert result["steps"] == 5
+    outputs = {p["name"]: p["value"] for p in status["outputs"]["parameters"]}
+    assert outputs["checkpoint"] == f"s3://llmflow-models/tiny-llama-ft/{name}/final"
+    job = tmp_path / "root" / "platform" / "llmflow" / "TrainJob" / f"{name}-train"
+    assert {p.name for p in job.glob("*.log")} == {"node-0.log", "node-1.log"}
+    stored = json.loads((job / "object.json").read_text())  # a succeeded job stays
+    (complete,) = stored["status"]["conditions"]
+    assert (complete["type"], complete["reason"]) == ("Complete", "AllJobsCompleted")
+    (node,) = stored["status"]["jobsStatus"]
+    assert (node["name"], node["succeeded"], node["failed"], node["active"]) == ("node", 1, 0, 0)
+    owner = stored["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Workflow",
+        name,
+        status["metadata"]["uid"],
+    )
+    exit_node = next(
+        n for n in status["nodes"].values() if n["displayName"] == "delete-training-job"
+    )
+    assert exit_node["phase"] == "Skipped"  # the workflow succeeded: the job is kept
+
+
+def test_stopping_a_run_mid_training_deletes_the_job_and_ends_every_replica(
+    tmp_path, stores
+) -> None:
+    release = copy.deepcopy(BASE)
+    release["finetune"].update(batch_size=1, epochs=50)  # far longer than the test waits
+    proc = llmflow_run(tmp_path, stores, release)
+    root = tmp_path / "root"
+    deadline = time.monotonic() + 300
+    pids: list[int] = []
+    while time.monotonic() < deadline and not pids:  # until the first checkpoint: mid-training
+        listing = stores.client().list_objects_v2(Bucket="llmflow-models", Prefix="tiny-llama-ft/")
+        if any(o["Key"].endswith("checkpoints/latest") for o in listing.get("Contents", [])):
+            (job,) = (root / "platform" / "llmflow" / "PyTorchJob").iterdir()
+            pids = [int(p.read_text()) for p in job.glob("*.pid")]
+        time.sleep(0.2)
+    assert len(pids) == 2, proc.communicate(timeout=60)[0] if proc.poll() is not None else pids
+    trainers = [child for pid in pids for child in descendants(pid)]
+    assert trainers  # torchrun's worker processes, which must end too
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    for pid in pids + trainers:
+        assert not alive(pid), f"process {pid} outlived the stopped run"
+    status = only_run(root)
+    assert (status["phase"], status["message"]) == ("Failed", "Stopped by user (Ctrl-C)")
+    job = root / "platform" / "llmflow" / "PyTorchJob" / f"{status['metadata']['name']}-train"
+    assert not (job / "object.json").exists()  # deleted by the exit handler
+    exit_node = next(
+        n for n in status["nodes"].values() if n["displayName"] == "delete-training-job"
+    )
+    assert exit_node["phase"] == "Succeeded"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

@@ -19,7 +19,11 @@ of the API server comes from kubectl itself (kubernetes/kubectl `pkg/cmd/...`):
 A `successCondition` or `failureCondition` is polled with a GET of the object
 (`checkResourceState`), and output parameters with `jsonPath`/`jqFilter` run `kubectl get`
 (`SaveResourceParameters`): both add `get`. `setOwnerReference` is filled in by the controller
-before the executor runs, and needs nothing of the pipeline's account. Every pipeline's pods
+before the executor runs (`operator.go`, executeResource: a controller reference with
+blockOwnerDeletion), but the object is still created by the pipeline's account, and where the
+OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift enables it) setting
+blockOwnerDeletion needs `update` on the owner's `finalizers` subresource: so such a template
+adds `workflows/finalizers` `update`, and nothing else of the Workflow. Every pipeline's pods
 also report their outputs as WorkflowTaskResults (`workflow/executor/taskresult.go`: Create,
 then Patch), Argo's documented minimum for the executor (`docs/workflow-rbac.md`).
 """
@@ -32,6 +36,7 @@ from typing import Any
 import yaml
 
 from workflows.exceptions import LLMFlowError
+from workflows.manifest_text import quote_placeholders
 
 #: The API verbs kubectl issues for each Argo resource `action` (see the module docstring).
 ACTION_VERBS: dict[str, frozenset[str]] = {
@@ -45,6 +50,9 @@ ACTION_VERBS: dict[str, frozenset[str]] = {
 
 #: What polling a success/failure condition, or reading an output parameter, needs.
 READ_VERBS = frozenset({"get"})
+
+#: What creating an object owned by the Workflow (`setOwnerReference`) may need of it.
+OWNER_FINALIZERS = ("argoproj.io", "workflows/finalizers")
 
 #: The executor's own need in every pipeline: reporting outputs as WorkflowTaskResults.
 EXECUTOR_RULE: dict[str, list[str]] = {
@@ -112,7 +120,7 @@ def template_verbs(template: Mapping[str, Any]) -> dict[tuple[str, str], frozens
             f"{where}: only inline `manifest` resource templates without `flags` can be "
             "checked; give the object as `manifest`"
         )
-    manifest = yaml.safe_load(resource["manifest"])
+    manifest = yaml.safe_load(quote_placeholders(resource["manifest"]))
     if not isinstance(manifest, dict) or not manifest.get("apiVersion") or not manifest.get("kind"):
         raise RBACError(f"{where}: the manifest needs apiVersion and kind")
     if "{{" in f"{manifest['apiVersion']}{manifest['kind']}":
@@ -124,7 +132,10 @@ def template_verbs(template: Mapping[str, Any]) -> dict[tuple[str, str], frozens
     )
     if resource.get("successCondition") or resource.get("failureCondition") or reads_outputs:
         verbs |= READ_VERBS
-    return {resource_of(manifest["apiVersion"], manifest["kind"]): frozenset(verbs)}
+    needed = {resource_of(manifest["apiVersion"], manifest["kind"]): frozenset(verbs)}
+    if resource.get("setOwnerReference"):
+        needed[OWNER_FINALIZERS] = frozenset({"update"})
+    return needed
 
 
 def role_rules(workflows: Iterable[Mapping[str, Any]]) -> list[dict[str, list[str]]]:

@@ -1,8 +1,8 @@
-"""The `llmflow runs` commands: look at the local runs under `--root`, and resume one.
+"""The `llmflow runs` commands: look at the local runs under `--root`, resume or delete one.
 
 `llmflow run` keeps each run's status, workflow and node logs in `ROOT/runs/NAME`; these
 commands only read that folder, except `resume`, which leaves there the marker file that the
-run's suspended nodes wait for.
+run's suspended nodes wait for, and `delete`, which removes it with the objects the run owns.
 """
 
 from __future__ import annotations
@@ -95,3 +95,37 @@ def runs_resume(root: Path, name: str) -> None:
     store.read_status()
     store.resume_marker.touch()
     click.echo(f"resumed {name}")
+
+
+@runs_group.command("delete")
+@click.argument("name")
+@click.pass_obj
+@_friendly
+def runs_delete(root: Path, name: str) -> None:
+    """Delete a finished run, and the objects it created with an owner reference to it.
+
+    As `argo delete` and Kubernetes' garbage collector do: a training job created with
+    `setOwnerReference` goes with its workflow; objects meant to outlive the run (a serving
+    Deployment) carry no owner reference and stay.
+    """
+    import shutil
+
+    from workflows.exceptions import RunError
+    from workflows.local.platform import LocalPlatform
+    from workflows.local.store import RunStore
+
+    store = RunStore(root.resolve(), name)
+    status = store.read_status()
+    if status.get("phase") in {"Pending", "Running"}:
+        raise RunError(
+            f"run {name} is {status['phase']}; stop it first (Ctrl-C where `llmflow run` runs)"
+        )
+    meta = status.get("metadata") or {}
+    platform = LocalPlatform(root.resolve(), meta.get("namespace") or "default")
+    try:
+        for deleted in platform.delete_owned_by(meta.get("uid") or ""):
+            click.echo(f"{deleted} deleted (owned by {name})")
+    finally:
+        platform.close()
+    shutil.rmtree(store.path)
+    click.echo(f"run {name} deleted")

@@ -22,6 +22,7 @@ from pydantic import (
 
 from serving.policy import CanaryPolicy
 from steps.errors import SourceError
+from steps.train_knobs import BatchSize, Epochs, LearningRate, LoraAlpha, LoraRank, Method, Replicas
 from steps.weights.sources import check_fetchable
 from workflows.exceptions import SpecError
 from workflows.spec_base import Section, dns_label, duration_s, uri
@@ -152,8 +153,8 @@ class ModelSpec(Section):
 class LoraSpec(Section):
     """Low-rank adapters: trained instead of the full weights, merged into them on save."""
 
-    rank: Annotated[int, Field(gt=0, description="adapter rank; 8-64 is usual")] = 8
-    alpha: Annotated[int, Field(gt=0, description="adapter scaling")] = 16
+    rank: LoraRank = 8
+    alpha: LoraAlpha = 16
 
 
 class TolerationSpec(Section):
@@ -179,13 +180,13 @@ class FinetuneSpec(Section):
 
     dataset: str = Field(description="JSONL of prompt/response rows: s3://... or file:///...")
     output: str = Field(description="URI prefix for checkpoints, the final model, the summary")
-    method: Literal["full", "lora"] = "full"
+    method: Method = "full"
     lora: LoraSpec = LoraSpec()
-    epochs: Annotated[int, Field(ge=1)] = 3
-    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
-    batch_size: Annotated[int, Field(ge=1)] = 8
+    epochs: Epochs = 3
+    learning_rate: LearningRate = 1e-3
+    batch_size: BatchSize = 8
     checkpoint_every: Annotated[int, Field(ge=0, description="steps; 0: only at the end")] = 10
-    replicas: Annotated[int, Field(ge=1, description="pods (nodes) in the job")] = 1
+    replicas: Replicas = 1
     procs_per_replica: Annotated[int, Field(ge=1, description="processes per pod")] = 1
     gpus_per_replica: Annotated[int, Field(ge=0)] = 0
     cpu: str = Field(default="1", description="CPU request per replica")

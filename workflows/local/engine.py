@@ -18,6 +18,7 @@ import signal
 import string
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Run:
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         self.name = meta.get("name") or f"{meta.get('generateName', 'workflow-')}{suffix}"
         self.namespace = meta.get("namespace") or "default"
+        self.uid = str(uuid.uuid4())  # what owner references of the objects it creates name
         self.workflow, self.resolver = load(
             workflow, self.name, self.namespace, self.template_store, self.options.images
         )
@@ -217,7 +219,7 @@ class Run:
             if self.name in nodes:
                 nodes[self.name]["progress"] = f"{done}/{len(pods)}"
             return {
-                "metadata": {"name": self.name, "namespace": self.namespace},
+                "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
                 "phase": self.phase,
                 "startedAt": self.started_at,
                 "finishedAt": self.finished_at,

@@ -53,7 +53,7 @@ def base_scope(run: Run) -> Scope:
     scope = {
         "workflow.name": run.name,
         "workflow.namespace": run.namespace,
-        "workflow.uid": run.name,
+        "workflow.uid": run.uid,
         "workflow.mainEntrypoint": str(run.spec.get("entrypoint", "")),
         "workflow.creationTimestamp": run.started_at,
         "workflow.serviceAccountName": str(run.spec.get("serviceAccountName", "")),

@@ -223,6 +223,8 @@ def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, An
         node.phase, node.message = "Error", "manifest is not an object"
         return None
     action = spec.get("action", "")
+    if spec.get("setOwnerReference"):
+        owner_reference(run, manifest)
     try:
         obj = run.platform.act(action, manifest)
     except RunError as exc:
@@ -257,6 +259,25 @@ def run_resource(run: Run, node: Node, template: dict[str, Any]) -> dict[str, An
             node.message = "Step exceeded its deadline"
             return current
         time.sleep(POLL_S)
+
+
+def owner_reference(run: Run, manifest: dict[str, Any]) -> None:
+    """Make the Workflow the object's controller, as Argo does for `setOwnerReference`.
+
+    Deleting the run (`llmflow runs delete`) then deletes the object, as Kubernetes' garbage
+    collector deletes what a deleted Workflow owns.
+    """
+    meta = manifest.setdefault("metadata", {})
+    meta.setdefault("ownerReferences", []).append(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "name": run.name,
+            "uid": run.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    )
 
 
 def _failed_condition(obj: dict[str, Any]) -> str:

@@ -220,6 +220,43 @@ class LocalPlatform:
             return self.env.get(key)
         return None
 
+    def objects(self) -> list[Object]:
+        """Every object stored under the platform's folder, of any kind.
+
+        Data kinds are `<ns>/<Kind>/<name>.json`; kinds that run processes keep theirs as
+        `<ns>/<Kind>/<name>/object.json`.
+        """
+        found: list[Object] = []
+        if not self.root.is_dir():
+            return found
+        for kind_folder in sorted(self.root.glob("*/*")):
+            if not kind_folder.is_dir() or kind_folder.name.startswith("."):
+                continue
+            for entry in sorted(kind_folder.iterdir()):
+                path = entry / "object.json" if entry.is_dir() else entry
+                if entry.name.startswith(".") or path.suffix != ".json" or not path.is_file():
+                    continue
+                try:
+                    obj = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(obj, dict) and obj.get("kind") == kind_folder.name:
+                    found.append(obj)
+        return found
+
+    def delete_owned_by(self, uid: str) -> list[str]:
+        """Delete what `uid` owns, as Kubernetes' garbage collector does when an owner goes.
+
+        Returns the deleted objects as `Kind/name`.
+        """
+        deleted = []
+        for obj in self.objects():
+            meta = obj.get("metadata") or {}
+            if any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []):
+                self.act("delete", obj)
+                deleted.append(f"{obj['kind']}/{meta.get('name')}")
+        return deleted
+
     def close(self) -> None:
         """Stop whatever handlers started."""
         for handler in self._handlers.values():

@@ -174,6 +174,7 @@ _TEMPLATE = {
         "manifest": LEAF,
         "successCondition": LEAF,
         "failureCondition": LEAF,
+        "setOwnerReference": LEAF,
     },
     "suspend": {"duration": LEAF},
     "retryStrategy": _RETRY,

@@ -21,6 +21,7 @@ from kubernetes.client import (
 )
 
 from steps._hera import CACHE_MOUNT, CACHE_VOLUME
+from steps.train_knobs import ORIGINS
 from workflows.spec import FinetuneSpec, ReleaseSpec
 
 #: The container name the training operator looks for in PyTorchJob pods.
@@ -28,10 +29,23 @@ CONTAINER_NAME = "pytorch"
 
 _S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 
+#: The Secret the job's containers read S3 settings from: the run's `s3-secret` parameter, so
+#: a run that names another Secret moves the training job along with the fetch step.
+S3_SECRET = "{{workflow.parameters.s3-secret}}"
+
+
+def knob(parameter: str) -> str:
+    """A workflow parameter's value, as Argo fills it into the job manifest at run time."""
+    return f"{{{{workflow.parameters.{parameter}}}}}"
+
 
 @dataclass(frozen=True)
 class TrainerCommand:
-    """What every training process runs: `torchrun -m steps.train` and its flags."""
+    """What every training process runs: `torchrun -m steps.train` and its flags.
+
+    The knobs a run may change (`steps.train_knobs`) are read from workflow parameters, so a
+    run started from the Argo UI trains with what was typed there; the rest comes from the spec.
+    """
 
     model: str
     data: str
@@ -46,16 +60,16 @@ class TrainerCommand:
     def args(self) -> list[str]:
         """Flags of steps.train."""
         ft = self.finetune
+        knobs = [
+            arg
+            for name, (parameter, _) in ORIGINS.items()
+            for arg in ("--" + name.replace("_", "-"), knob(parameter))
+        ]
         return [
             "--model", self.model,
             "--data", self.data,
             "--output", self.output,
-            "--method", ft.method,
-            "--epochs", str(ft.epochs),
-            "--learning-rate", str(ft.learning_rate),
-            "--batch-size", str(ft.batch_size),
-            "--lora-rank", str(ft.lora.rank),
-            "--lora-alpha", str(ft.lora.alpha),
+            *knobs,
             "--checkpoint-every", str(ft.checkpoint_every),
             "--dtype", "bfloat16" if ft.gpus_per_replica else "float32",
             *self.extra_args,
@@ -105,16 +119,21 @@ def resources(finetune: FinetuneSpec) -> V1ResourceRequirements:
     return V1ResourceRequirements(requests=requests, limits=limits)
 
 
-def container(cmd: TrainerCommand, image: str, secret: str) -> V1Container:
+def cache_mount() -> V1VolumeMount:
+    """The model cache, mounted where the fetch step put the weights."""
+    return V1VolumeMount(name=CACHE_VOLUME, mount_path=CACHE_MOUNT)
+
+
+def container(cmd: TrainerCommand, image: str) -> V1Container:
     """The training container, with the model cache mounted where the fetch step put it."""
     return V1Container(
         name=CONTAINER_NAME,
         image=image,
         command=cmd.command(),
         args=cmd.args(),
-        env=training_env(secret),
+        env=training_env(S3_SECRET),
         resources=resources(cmd.finetune),
-        volume_mounts=[V1VolumeMount(name=CACHE_VOLUME, mount_path=CACHE_MOUNT)],
+        volume_mounts=[cache_mount()],
     )
 
 

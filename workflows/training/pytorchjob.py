@@ -5,7 +5,9 @@ Defaults and why:
   checkpoint in S3, rather than failing the job on the first hiccup;
 - backoffLimit from the spec (3): bounded restarts, then the job fails and says why;
 - cleanPodPolicy Running: finished pods stay for their logs, stragglers are removed;
-- ttlSecondsAfterFinished one day: the job object does not pile up forever.
+- ttlSecondsAfterFinished one day: the job object does not pile up forever;
+- a Worker group always, sized `train-replicas - 1` from the workflow parameter: a run may change
+  the node count from the Argo UI, down to a Master alone (0 Workers).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kubernetes.client import (
 )
 
 from workflows._common import TRAINING_ACCOUNT, cache_volume, service_account
+from workflows.manifest_text import Raw
 from workflows.spec import ReleaseSpec
 from workflows.training.pod import (
     TrainerCommand,
@@ -31,6 +34,9 @@ from workflows.training.pod import (
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
+
+#: Workers: every replica but the Master, from the run's `train-replicas` parameter.
+WORKERS = Raw("{{=asInt(workflow.parameters['train-replicas']) - 1}}")
 
 #: Argo conditions on the job, as the training operator reports replica outcomes.
 SUCCESS_CONDITION = "status.replicaStatuses.Master.succeeded > 0"
@@ -47,7 +53,7 @@ def build_pytorchjob(
             labels={"app.kubernetes.io/part-of": "llmflow", "llmflow.io/model": spec.model.name}
         ),
         spec=V1PodSpec(
-            containers=[container(cmd, image, spec.storage.credentials_secret)],
+            containers=[container(cmd, image)],
             volumes=[cache_volume(spec).model_dump(by_alias=True, exclude_none=True)],
             node_selector=ft.node_pool.node_selector or None,
             tolerations=tolerations(ft) or None,
@@ -56,14 +62,13 @@ def build_pytorchjob(
     )
     template = serialise(pod)
     replicas: dict[str, Any] = {
-        "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}
-    }
-    if ft.replicas > 1:
-        replicas["Worker"] = {
-            "replicas": ft.replicas - 1,
+        "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template},
+        "Worker": {
+            "replicas": WORKERS,
             "restartPolicy": "OnFailure",
             "template": copy.deepcopy(template),  # no YAML anchors in the rendered manifest
-        }
+        },
+    }
     run_policy: dict[str, Any] = {
         "backoffLimit": ft.backoff_limit,
         "cleanPodPolicy": "Running",

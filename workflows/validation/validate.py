@@ -19,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from workflows.manifest_text import quote_placeholders
 from workflows.validation.argo_rules import workflow_problems
 from workflows.validation.registry import ARGO_GROUP_VERSION, SchemaRegistry
 
@@ -127,7 +128,7 @@ def _validate_object(
         for path, manifest in _embedded_manifests(obj):
             where = _join(prefix, path)
             try:
-                inner = yaml.safe_load(manifest)
+                inner = yaml.safe_load(quote_placeholders(manifest))
             except yaml.YAMLError as exc:
                 yield Problem(label, where, f"embedded manifest is not valid YAML: {exc}")
                 continue

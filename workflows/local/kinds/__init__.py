@@ -7,4 +7,5 @@ from workflows.local.kinds import (  # noqa: F401
     prometheus,
     pytorchjob,
     service,
+    trainjob,
 )

@@ -12,93 +12,39 @@ replica fails and restartPolicy allows it, the whole gang is restarted together 
 torchrun rendezvous needs every node), up to runPolicy.backoffLimit restarts; then the job
 fails with the failing replica's exit code and last log lines in the Failed condition.
 Logs are `.llmflow/platform/<ns>/PyTorchJob/<name>/<Type>-<index>.log`, and each running
-replica's pid is in `<Type>-<index>.pid` beside it.
+replica's pid is in `<Type>-<index>.pid` beside it (`_jobs`).
 """
 
 from __future__ import annotations
 
-import copy
-import subprocess
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from workflows.exceptions import RunError
-from workflows.local.leaves import local_command, resolve_env, terminate
+from workflows.local.kinds._jobs import JobHandler, LocalJob, NodeProcess, tail
+from workflows.local.leaves import local_command, resolve_env
 from workflows.local.paths import local_volumes, mapper_for
-from workflows.local.platform import KindHandler, LocalPlatform, Object, register
+from workflows.local.platform import LocalPlatform, Object, register
 from workflows.local.s3 import free_port
 from workflows.local.store import now
 
-#: Lines of a failed replica's log quoted in the job's Failed condition.
-TAIL_LINES = 20
-
-
-@dataclass
-class _Replica:
-    type: str
-    index: int
-    rank: int
-    command: list[str]
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.type}-{self.index}"
-
 
 @register("PyTorchJob")
-class PyTorchJobHandler(KindHandler):
+class PyTorchJobHandler(JobHandler):
     """Runs PyTorchJobs as local process gangs."""
 
-    def __init__(self, platform: LocalPlatform) -> None:
-        super().__init__(platform)
-        self._jobs: dict[tuple[str, str], _LocalJob] = {}
+    kind = "PyTorchJob"
 
-    def apply(self, obj: Object, action: str) -> Object:
-        """Start the job (create or apply; an existing job is left as it is)."""
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace") or self.platform.namespace, meta.get("name", ""))
-        if not key[1]:
-            raise RunError("PyTorchJob without metadata.name")
-        if key in self._jobs:
-            if action == "create":
-                raise RunError(f'PyTorchJob "{key[1]}" already exists in namespace {key[0]}')
-            return self._jobs[key].snapshot()
-        job = _LocalJob(self.platform, copy.deepcopy(obj), key[0])
-        self._jobs[key] = job
-        job.start()
-        return job.snapshot()
-
-    def get(self, namespace: str, name: str) -> Object | None:
-        """The job with its current status."""
-        job = self._jobs.get((namespace, name))
-        return job.snapshot() if job else None
-
-    def delete(self, namespace: str, name: str) -> None:
-        """Stop the job's processes and forget it."""
-        job = self._jobs.pop((namespace, name), None)
-        if job:
-            job.stop()
-
-    def close(self) -> None:
-        """Stop every job (the run is over)."""
-        for job in self._jobs.values():
-            job.stop()
+    def new_job(self, obj: Object, namespace: str) -> LocalJob:
+        """A PyTorchJob's gang, checked as the operator checks it."""
+        return _PyTorchJob(self.platform, obj, namespace)
 
 
-class _LocalJob:
+class _PyTorchJob(LocalJob):
+    kind = "PyTorchJob"
+
     def __init__(self, platform: LocalPlatform, obj: Object, namespace: str) -> None:
-        self.platform = platform
-        self.obj = obj
-        self.obj["metadata"]["namespace"] = namespace
-        self.name = obj["metadata"]["name"]
-        self.folder = platform.root / namespace / "PyTorchJob" / self.name
-        self.folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(platform, obj, namespace)
         spec = obj.get("spec") or {}
         self.replica_specs = spec.get("pytorchReplicaSpecs") or {}
         if "Master" not in self.replica_specs:
@@ -107,17 +53,16 @@ class _LocalJob:
         self.backoff_limit = int(policy.get("backoffLimit", 6))
         self.deadline = policy.get("activeDeadlineSeconds")
         self.restarts = 0
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.status: dict[str, Any] = {"conditions": [], "replicaStatuses": {}}
-        self.replicas = self._replicas(spec)
+        self.status = {"conditions": [], "replicaStatuses": {}}
+        self.types: dict[str, str] = {}  # process name -> replica type
+        self.processes = self._replicas(spec)
         self._condition("Created", "PyTorchJobCreated", f"PyTorchJob {self.name} is created.")
 
     # --- setup -------------------------------------------------------------------------
 
-    def _replicas(self, spec: dict[str, Any]) -> list[_Replica]:
+    def _replicas(self, spec: dict[str, Any]) -> list[NodeProcess]:
         nproc = str(spec.get("nprocPerNode") or "1")
-        counts = {t: int(s.get("replicas", 1)) for t, s in self.replica_specs.items()}
+        counts = {t: _count(self.name, t, s) for t, s in self.replica_specs.items()}
         nodes = sum(counts.values())
         per_node = int(nproc) if nproc.isdigit() else 1
         port = free_port()
@@ -154,8 +99,10 @@ class _LocalJob:
                     "OMP_NUM_THREADS": "1",
                 }
                 full_env = {**self.platform.env, **operator_env, **env}
-                log = self.folder / f"{rtype}-{index}.log"
-                replicas.append(_Replica(rtype, index, rank, command, full_env, log))
+                name = f"{rtype}-{index}"
+                self.types[name] = rtype
+                log = self.folder / f"{name}.log"
+                replicas.append(NodeProcess(name, command, full_env, log))
                 rank += 1
         return replicas
 
@@ -163,86 +110,42 @@ class _LocalJob:
 
     def _condition(self, kind: str, reason: str, message: str) -> None:
         with self.lock:
-            conditions = self.status["conditions"]
-            for condition in conditions:
+            for condition in self.status["conditions"]:
                 if condition["type"] in {"Running", "Restarting"} and kind != condition["type"]:
                     condition["status"] = "False"
-            conditions[:] = [c for c in conditions if c["type"] != kind]
-            stamp = now()
-            conditions.append(
-                {
-                    "type": kind,
-                    "status": "True",
-                    "reason": reason,
-                    "message": message,
-                    "lastUpdateTime": stamp,
-                    "lastTransitionTime": stamp,
-                }
-            )
+        self.set_condition(kind, reason, message)
+        self.persist()
 
     def _count(self, rtype: str, field: str, value: int) -> None:
         with self.lock:
             self.status["replicaStatuses"].setdefault(rtype, {})[field] = value
 
-    def snapshot(self) -> Object:
-        with self.lock:
-            obj = copy.deepcopy(self.obj)
-            obj["status"] = copy.deepcopy(self.status)
-        return obj
-
     # --- running -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.status["startTime"] = now()
-        threading.Thread(
-            target=self._supervise, name=f"pytorchjob-{self.name}", daemon=True
-        ).start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self._kill_all()
-
     def _launch(self) -> None:
-        for replica in self.replicas:
-            with open(replica.log, "ab") as log:
-                log.write(f"--- {now()} start {replica.name} (restart {self.restarts})\n".encode())
-                replica.proc = subprocess.Popen(
-                    replica.command,
-                    env=replica.env,
-                    cwd=self.platform.workdir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            (self.folder / f"{replica.name}.pid").write_text(str(replica.proc.pid))
+        for replica in self.processes:
+            self.launch(replica, f"restart {self.restarts}")
         for rtype in self.replica_specs:
-            active = sum(1 for r in self.replicas if r.type == rtype)
+            active = sum(1 for name in self.types.values() if name == rtype)
             self._count(rtype, "active", active)
 
-    def _kill_all(self) -> None:
-        for replica in self.replicas:
-            if replica.proc is not None and replica.proc.poll() is None:
-                terminate(replica.proc, grace=2.0)
-
-    def _supervise(self) -> None:
+    def supervise(self) -> None:
+        with self.lock:
+            self.status["startTime"] = now()
         started = time.monotonic()
         self._launch()
         self._condition("Running", "PyTorchJobRunning", f"PyTorchJob {self.name} is running.")
         while not self.stopping.is_set():
             time.sleep(0.1)
             if self.deadline and time.monotonic() - started > float(self.deadline):
-                self._kill_all()
+                self.kill_all()
                 self._fail("DeadlineExceeded", "the job exceeded runPolicy.activeDeadlineSeconds")
                 return
-            failed = next(
-                (r for r in self.replicas if r.proc is not None and r.proc.poll() not in (None, 0)),
-                None,
-            )
-            master = self.replicas[0]
-            if failed is not None and failed.proc is not None:
-                code = failed.proc.returncode
-                self._kill_all()
+            failed = next((r for r in self.processes if r.exit_code() not in (None, 0)), None)
+            master = self.processes[0]
+            if failed is not None:
+                code = failed.exit_code()
+                self.kill_all()
                 if self._restartable(failed) and self.restarts < self.backoff_limit:
                     self.restarts += 1
                     self._condition(
@@ -252,6 +155,8 @@ class _LocalJob:
                         f"restart {self.restarts} of {self.backoff_limit}",
                     )
                     time.sleep(1.0)
+                    if self.stopping.is_set():
+                        return
                     self._launch()
                     self._condition(
                         "Running", "PyTorchJobRunning", f"PyTorchJob {self.name} is running."
@@ -260,22 +165,20 @@ class _LocalJob:
                 self._fail(
                     "BackoffLimitExceeded",
                     f"{failed.name} exited with code {code} after {self.restarts} restarts; "
-                    f"last log lines:\n{_tail(failed.log)}",
-                    failed.type,
+                    f"last log lines:\n{tail(failed.log)}",
+                    self.types[failed.name],
                 )
                 return
-            if master.proc is not None and master.proc.poll() == 0:
+            if master.exit_code() == 0:
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and any(
-                    r.proc is not None and r.proc.poll() is None for r in self.replicas
-                ):
+                while time.monotonic() < deadline and any(r.running() for r in self.processes):
                     time.sleep(0.1)
-                self._kill_all()
+                self.kill_all()
                 for rtype in self.replica_specs:
                     done = sum(
                         1
-                        for r in self.replicas
-                        if r.type == rtype and r.proc and r.proc.returncode == 0
+                        for r in self.processes
+                        if self.types[r.name] == rtype and r.exit_code() == 0
                     )
                     self._count(rtype, "active", 0)
                     self._count(rtype, "succeeded", done)
@@ -288,12 +191,12 @@ class _LocalJob:
                 )
                 return
 
-    def _restartable(self, replica: _Replica) -> bool:
-        policy = self.replica_specs[replica.type].get("restartPolicy", "Never")
+    def _restartable(self, replica: NodeProcess) -> bool:
+        policy = self.replica_specs[self.types[replica.name]].get("restartPolicy", "Never")
         if policy in {"OnFailure", "Always"}:
             return True
         if policy == "ExitCode":  # the operator retries signals (128+), not errors (1-127)
-            code = replica.proc.returncode if replica.proc is not None else 0
+            code = replica.exit_code()
             return code is not None and (code < 0 or code >= 128)
         return False
 
@@ -308,9 +211,17 @@ class _LocalJob:
         self._condition("Failed", reason, message)
 
 
-def _tail(path: Path) -> str:
+def _count(job: str, rtype: str, spec: dict[str, Any]) -> int:
+    """A replica type's count, refused below 0 (or below 1 for the Master) as the API would."""
+    value = spec.get("replicas", 1)
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return ""
-    return "\n".join(lines[-TAIL_LINES:])
+        count = int(value)
+    except (TypeError, ValueError):
+        raise RunError(f"PyTorchJob {job}: {rtype} replicas {value!r} is not an integer") from None
+    least = 1 if rtype == "Master" else 0
+    if count < least or (rtype == "Master" and count != 1):
+        raise RunError(
+            f"PyTorchJob {job}: {rtype} replicas = {count}; a PyTorchJob has exactly 1 Master "
+            "and 0 or more Workers (set the run's train-replicas to 1 or more)"
+        )
+    return count

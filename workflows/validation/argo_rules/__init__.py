@@ -17,7 +17,7 @@ the spec joined with the template.
 
 Left out: executor plugins, cron schedules, podGC, pod resources and resource claims, metrics,
 artifact locations and archive settings, output valueFrom rules, timeouts, and the leaf checks
-of images, volume mounts, init containers and resource manifests.
+of images, volume mounts and init containers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""Checks of one spec fragment that need no traversal state: arguments, hooks, leaf-only fields."""
+"""Checks of one spec fragment that need no traversal state: arguments, hooks, leaf fields."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import yaml
 
 from workflows.validation.argo_rules._invalid import Invalid
 from workflows.validation.argo_rules._names import names_problem
+from workflows.validation.argo_rules._substitution import PLACEHOLDER
 from workflows.validation.argo_rules._yaml import as_dict, as_dicts, as_list, as_str
 
 
@@ -55,3 +59,53 @@ def check_hooks(hooks: Any, base: str) -> None:
     for event, hook in as_dict(hooks).items():
         if event != "exit" and not as_str(as_dict(hook).get("expression")):
             raise Invalid(f"{base}.{event} Expression required")
+
+
+#: An expression in a resource manifest (`resourceManifestExpressionPattern`).
+_MANIFEST_EXPRESSION = re.compile(r"{{\s*=\s*(.+?)\s*}}")
+
+_RESOURCE_ACTIONS = ("get", "create", "apply", "delete", "replace", "patch")
+
+
+def check_resource(tmpl: dict[str, Any]) -> None:
+    """Resource checks of `validateLeaf`: the action, and a manifest that is YAML.
+
+    Expressions (`{{=...}}`) may stand unquoted where the value is not a string (an integer
+    replica count); Argo replaces them with placeholders before it parses the manifest, and
+    so does this. Any other unquoted `{{...}}` must parse as YAML as it stands.
+    """
+    resource = tmpl.get("resource")
+    if resource is None:
+        return
+    resource, name = as_dict(resource), as_str(tmpl.get("name"))
+    action = as_str(resource.get("action"))
+    if not action.startswith(PLACEHOLDER) and action not in _RESOURCE_ACTIONS:
+        raise Invalid(
+            f"templates.{name}.resource.action must be one of: get, create, apply, delete, "
+            "replace, patch"
+        )
+    if action in {"delete", "get"}:
+        return
+    manifest, manifest_from = as_str(resource.get("manifest")), resource.get("manifestFrom")
+    if not manifest and manifest_from is None:
+        raise Invalid(
+            f"either templates.{name}.resource.manifest or templates.{name}.resource."
+            "manifestFrom must be specified"
+        )
+    if manifest and manifest_from is not None:
+        raise Invalid(
+            "shouldn't have both `manifest` and `manifestFrom` specified in `Manifest` for "
+            "resource template"
+        )
+    artifact = as_dict(as_dict(manifest_from).get("artifact"))
+    if artifact:
+        wanted = as_str(artifact.get("name"))
+        inputs = as_dicts(as_dict(tmpl.get("inputs")).get("artifacts"))
+        if not any(as_str(a.get("name")) == wanted for a in inputs):
+            raise Invalid(f"artifact {wanted} in `manifestFrom` refer to a non-exist artifact")
+    if manifest and not manifest.startswith(PLACEHOLDER):
+        replaced = _MANIFEST_EXPRESSION.sub(PLACEHOLDER + "0", manifest)
+        try:
+            yaml.safe_load(replaced)
+        except yaml.YAMLError:
+            raise Invalid(f"templates.{name}.resource.manifest must be a valid yaml") from None

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workflows.validation.argo_rules._checks import check_arguments, check_hooks
+from workflows.validation.argo_rules._checks import check_arguments, check_hooks, check_resource
 from workflows.validation.argo_rules._dag import check_dag
 from workflows.validation.argo_rules._invalid import Invalid, within
 from workflows.validation.argo_rules._names import names_problem
@@ -271,6 +271,7 @@ class Validator:
                 self.resolve(scope, to_json(new))
             except Invalid as exc:
                 raise Invalid(f"templates.{name}: {exc.message}") from None
+            check_resource(new)
         outputs = as_dict(new.get("outputs"))
         for kind in ("parameters", "artifacts"):
             problem = names_problem(as_list(outputs.get(kind)), params=True)

@@ -1,0 +1,73 @@
+"""The training knobs a run may change, with one set of rules for the spec and the program.
+
+A person starting `finetune` from the Argo UI types the method, epochs, learning rate, batch
+size and LoRA rank and alpha as workflow parameters; no spec validation stands between the form
+and the training job. So the rules live here, once: the release spec's `finetune` section is
+built from these types (checked at `llmflow lint`), and `steps.train` checks the values it is
+given against the same ones at start, before it touches a GPU or the data, with the same
+wording.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Method = Literal["full", "lora"]
+Epochs = Annotated[int, Field(ge=1, description="passes over the data")]
+LearningRate = Annotated[float, Field(gt=0, description="AdamW learning rate")]
+BatchSize = Annotated[int, Field(ge=1, description="examples per step on each process")]
+LoraRank = Annotated[int, Field(gt=0, description="adapter rank; 8-64 is usual")]
+LoraAlpha = Annotated[int, Field(gt=0, description="adapter scaling")]
+Replicas = Annotated[int, Field(ge=1, description="pods (nodes) in the job")]
+
+
+class TrainKnobs(BaseModel):
+    """The knobs `steps.train` takes from workflow parameters, checked as the spec checks them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = "full"
+    epochs: Epochs = 3
+    learning_rate: LearningRate = 1e-3
+    batch_size: BatchSize = 8
+    lora_rank: LoraRank = 8
+    lora_alpha: LoraAlpha = 16
+
+
+#: Where each knob comes from: the workflow parameter, and its field in the release spec. (The
+#: batch size is `train-batch-size`: a release has evaluate's `batch-size` too.)
+ORIGINS: dict[str, tuple[str, str]] = {
+    "method": ("method", "finetune.method"),
+    "epochs": ("epochs", "finetune.epochs"),
+    "learning_rate": ("learning-rate", "finetune.learning_rate"),
+    "batch_size": ("train-batch-size", "finetune.batch_size"),
+    "lora_rank": ("lora-rank", "finetune.lora.rank"),
+    "lora_alpha": ("lora-alpha", "finetune.lora.alpha"),
+}
+
+
+class KnobError(ValueError):
+    """Knob values that break the rules; one line per value, naming its parameter and field."""
+
+
+def check_knobs(values: dict[str, str]) -> TrainKnobs:
+    """Parse knob values given as text (from the command line) into TrainKnobs.
+
+    Raises:
+        KnobError: each bad value named as its workflow parameter and spec field, with the
+            rule it breaks, e.g. `workflow parameter epochs = '0' (finetune.epochs): Input
+            should be greater than or equal to 1`.
+    """
+    try:
+        return TrainKnobs.model_validate(values)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0])
+            parameter, field = ORIGINS.get(name, (name, name))
+            value = values.get(name)
+            lines.append(
+                f"workflow parameter {parameter} = {value!r} ({field} in the release spec): "
+                f"{error['msg']}"
+            )
+        raise KnobError("\n".join(lines)) from None
