@@ -122,6 +122,48 @@ def test_two_processes_under_torchrun(tmp_path: Path, tiny_model: Path) -> None:
     assert summary["losses"][-1] < 0.7 * summary["losses"][0]
 
 
+def test_settings_typed_in_the_ui_are_checked_with_the_specs_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Values that bypass spec validation (the Argo UI form) get the spec's wording."""
+    from workflows.exceptions import SpecError
+    from workflows.spec import parse_spec
+
+    bad = {"method": "qlora", "epochs": "0", "learning-rate": "-1", "lora-rank": "x"}
+    flags = [arg for name, value in bad.items() for arg in (f"--{name}", value)]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path), "--data", DATA, "--output", out.as_uri(), *flags])
+    assert exit_info.value.code == 2
+    said = capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written
+    spec_data = {
+        "model": {"name": "m", "source": "s3://b/m"},
+        "finetune": {
+            "dataset": "s3://b/d.jsonl",
+            "output": "s3://b/o",
+            "method": "qlora",
+            "epochs": 0,
+            "learning_rate": -1,
+        },
+    }
+    with pytest.raises(SpecError) as spec_error:
+        parse_spec(spec_data)
+    for parameter, field in (
+        ("method", "finetune.method"),
+        ("epochs", "finetune.epochs"),
+        ("learning-rate", "finetune.learning_rate"),
+    ):
+        line = next(
+            x for x in said.splitlines() if x.startswith(f"workflow parameter {parameter} ")
+        )
+        assert field in line
+        rule = line.split("): ", 1)[1]
+        spec_line = next(x for x in str(spec_error.value).splitlines() if f"{field} =" in x)
+        assert spec_line.endswith(rule)  # the same rule, in the same words
+    assert "workflow parameter lora-rank = 'x' (finetune.lora.rank in the release spec)" in said
+
+
 def test_bad_method_is_refused(tiny_model: Path) -> None:
     with pytest.raises(SystemExit):
         main(
