@@ -38,8 +38,18 @@ def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
     routes = [o for o in serving["objects"] if o["kind"] == "HTTPRoute"]
     assert routes and all("canary" not in json.dumps(r) for r in routes)
 
-    # The bad release was rolled back, and said why.
+    # The bad release was rolled back, and said why: its canary failed on latency.
     assert "release rolled-back" in outputs["second_message"]
+    artifacts = root / "runs" / outputs["second"] / "artifacts"
+    stages = [json.loads(p.read_text()) for p in sorted(artifacts.rglob("stage-*.json"))]
+    failed = [
+        name
+        for stage in stages
+        if stage["verdict"] == "FAIL"
+        for name, check in stage["probe"]["checks"].items()
+        if check["verdict"] == "FAIL"
+    ]
+    assert any(name.startswith(("ttft", "e2e")) for name in failed), failed
     store = RecordStore.open(outputs["records"])
     records = {r.workflow.name: r for r in store.list("tiny-llama") if r.workflow}
     first, second = records[outputs["first"]], records[outputs["second"]]
