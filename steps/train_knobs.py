@@ -22,16 +22,19 @@ Replicas = Annotated[int, Field(ge=1, description="pods (nodes) in the job")]
 
 
 class TrainKnobs(BaseModel):
-    """The knobs `steps.train` takes from workflow parameters, checked as the spec checks them."""
+    """The knobs `steps.train` takes from workflow parameters, checked as the spec checks them.
+
+    No defaults: the program's flags have them (`steps.train.TrainConfig`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = "full"
-    epochs: Epochs = 3
-    learning_rate: LearningRate = 1e-3
-    batch_size: BatchSize = 8
-    lora_rank: LoraRank = 8
-    lora_alpha: LoraAlpha = 16
+    method: Method
+    epochs: Epochs
+    learning_rate: LearningRate
+    batch_size: BatchSize
+    lora_rank: LoraRank
+    lora_alpha: LoraAlpha
 
 
 #: Where each knob comes from: the workflow parameter, and its field in the release spec. (The

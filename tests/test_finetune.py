@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from steps.tiny_data import DATASET
+from tests.processes import descendants, running
 from workflows.local.engine import Run, RunOptions
 from workflows.local.s3 import upload_folder
 from workflows.render import render
@@ -320,7 +321,7 @@ def test_stopping_a_run_mid_training_deletes_the_job_and_ends_every_replica(
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     for pid in pids + trainers:
-        assert not alive(pid), f"process {pid} outlived the stopped run"
+        assert not running(pid), f"process {pid} outlived the stopped run"
     status = only_run(root)
     assert (status["phase"], status["message"]) == ("Failed", "Stopped by user (Ctrl-C)")
     job = root / "platform" / "llmflow" / "PyTorchJob" / f"{status['metadata']['name']}-train"
@@ -329,29 +330,3 @@ def test_stopping_a_run_mid_training_deletes_the_job_and_ends_every_replica(
         n for n in status["nodes"].values() if n["displayName"] == "delete-training-job"
     )
     assert exit_node["phase"] == "Succeeded"
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"

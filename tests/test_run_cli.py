@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
+from tests.processes import running
 from workflows.cli import main
 from workflows.local.s3 import upload_folder
 
@@ -163,12 +164,3 @@ def test_a_second_ctrl_c_aborts_and_leaves_no_process(tmp_path) -> None:
     while time.monotonic() < deadline and running(pid):
         time.sleep(0.1)
     assert not running(pid), "the exit handler's process outlived the aborted run"
-
-
-def running(pid: int) -> bool:
-    """Whether a process runs (a killed child nobody reaped yet is a zombie: not running)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"

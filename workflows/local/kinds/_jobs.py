@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from workflows.exceptions import RunError
-from workflows.local.leaves import terminate
+from workflows.local.leaves import local_command, resolve_env, terminate
+from workflows.local.paths import local_volumes, mapper_for
 from workflows.local.platform import KindHandler, LocalPlatform, Object
 from workflows.local.store import now
 
@@ -217,6 +218,31 @@ class JobHandler(KindHandler):
                 )
                 job.persist()
             job.stop()
+
+
+def pod_process(
+    platform: LocalPlatform,
+    folder: Path,
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    where: str,
+) -> tuple[list[str], dict[str, str]]:
+    """A pod container's command and env on this machine.
+
+    Volumes are the platform's folders (paths in the command and env rewritten to them);
+    Secret and ConfigMap references are resolved.
+
+    Raises:
+        RunError: the container has no command, or names a volume the pod lacks.
+    """
+    volumes = local_volumes(platform.home, pod.get("volumes") or [], folder)
+    mapper = mapper_for(container, volumes, folder / "fs")
+    env = resolve_env(platform, container.get("env") or [], mapper, where)
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    command = local_command([mapper.rewrite(str(word)) for word in words])
+    if not command:
+        raise RunError(f"{where}: the container has no command")
+    return command, env
 
 
 def tail(path: Path) -> str:

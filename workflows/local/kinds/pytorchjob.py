@@ -21,9 +21,7 @@ import time
 from typing import Any
 
 from workflows.exceptions import RunError
-from workflows.local.kinds._jobs import JobHandler, LocalJob, NodeProcess, tail
-from workflows.local.leaves import local_command, resolve_env
-from workflows.local.paths import local_volumes, mapper_for
+from workflows.local.kinds._jobs import JobHandler, LocalJob, NodeProcess, pod_process, tail
 from workflows.local.platform import LocalPlatform, Object, register
 from workflows.local.s3 import free_port
 from workflows.local.store import now
@@ -73,18 +71,8 @@ class _PyTorchJob(LocalJob):
             container = next((c for c in containers if c.get("name") == "pytorch"), None)
             if container is None:
                 raise RunError(f"PyTorchJob {self.name}: {rtype} has no container named 'pytorch'")
-            volumes = local_volumes(self.platform.home, pod.get("volumes") or [], self.folder)
-            mapper = mapper_for(container, volumes, self.folder / "fs")
             where = f"PyTorchJob {self.name} {rtype}"
-            env = resolve_env(self.platform, container.get("env") or [], mapper, where)
-            command = local_command(
-                [
-                    mapper.rewrite(c)
-                    for c in [*(container.get("command") or []), *(container.get("args") or [])]
-                ]
-            )
-            if not command:
-                raise RunError(f"{where}: the container has no command")
+            command, env = pod_process(self.platform, self.folder, pod, container, where)
             for index in range(counts[rtype]):
                 operator_env = {
                     "MASTER_ADDR": "127.0.0.1",

@@ -32,9 +32,7 @@ import time
 from typing import Any
 
 from workflows.exceptions import RunError
-from workflows.local.kinds._jobs import JobHandler, LocalJob, NodeProcess, tail
-from workflows.local.leaves import local_command, resolve_env
-from workflows.local.paths import local_volumes, mapper_for
+from workflows.local.kinds._jobs import JobHandler, LocalJob, NodeProcess, pod_process, tail
 from workflows.local.platform import LocalPlatform, Object, register
 from workflows.local.s3 import free_port
 
@@ -114,12 +112,10 @@ class _TrainJob(LocalJob):
             )
         pod = _patched_pod(spec)
         container = next(c for c in pod["containers"] if c["name"] == NODE)
-        volumes = local_volumes(self.platform.home, pod.get("volumes") or [], self.folder)
-        mapper = mapper_for(container, volumes, self.folder / "fs")
-        where = f"TrainJob {self.name}"
-        env = resolve_env(self.platform, trainer.get("env") or [], mapper, where)
-        command = local_command(
-            [mapper.rewrite(str(c)) for c in [*trainer["command"], *(trainer.get("args") or [])]]
+        # The builder sets the trainer's command, args and env on the runtime's container.
+        container.update({k: trainer[k] for k in ("command", "args", "env") if k in trainer})
+        command, env = pod_process(
+            self.platform, self.folder, pod, container, f"TrainJob {self.name}"
         )
         per_node = _procs_per_node(self.name, trainer)
         port = free_port()
