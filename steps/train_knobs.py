@@ -1,11 +1,12 @@
-"""The training knobs a run may change, with one set of rules for the spec and the program.
+"""The training knobs a run may change: one set of rules for the spec, the run and the program.
 
 A person starting `finetune` from the Argo UI types the method, epochs, learning rate, batch
-size and LoRA rank and alpha as workflow parameters; no spec validation stands between the form
-and the training job. So the rules live here, once: the release spec's `finetune` section is
-built from these types (checked at `llmflow lint`), and `steps.train` checks the values it is
-given against the same ones at start, before it touches a GPU or the data, with the same
-wording.
+size, LoRA rank and alpha and node count as workflow parameters; no spec validation stands
+between the form and the training job. So the rules live here, once: the release spec's
+`finetune` section is built from these types (checked at `llmflow lint`); the pipeline's
+`check-training` step checks the run's values before the job is created, so a typo fails the
+run with its reason as the workflow's message instead of a job that crash-loops on GPUs; and
+`steps.train` checks what it is given again at start, with the same wording.
 """
 
 from typing import Annotated, Literal
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Method = Literal["full", "lora"]
 Epochs = Annotated[int, Field(ge=1, description="passes over the data")]
-LearningRate = Annotated[float, Field(gt=0, description="AdamW learning rate")]
+LearningRate = Annotated[float, Field(gt=0, allow_inf_nan=False, description="AdamW learning rate")]
 BatchSize = Annotated[int, Field(ge=1, description="examples per step on each process")]
 LoraRank = Annotated[int, Field(gt=0, description="adapter rank; 8-64 is usual")]
 LoraAlpha = Annotated[int, Field(gt=0, description="adapter scaling")]
@@ -37,6 +38,12 @@ class TrainKnobs(BaseModel):
     lora_alpha: LoraAlpha
 
 
+class RunKnobs(TrainKnobs):
+    """The knobs of a run: the program's, and the job's node count."""
+
+    replicas: Replicas
+
+
 #: Where each knob comes from: the workflow parameter, and its field in the release spec. (The
 #: batch size is `train-batch-size`: a release has evaluate's `batch-size` too.)
 ORIGINS: dict[str, tuple[str, str]] = {
@@ -46,15 +53,19 @@ ORIGINS: dict[str, tuple[str, str]] = {
     "batch_size": ("train-batch-size", "finetune.batch_size"),
     "lora_rank": ("lora-rank", "finetune.lora.rank"),
     "lora_alpha": ("lora-alpha", "finetune.lora.alpha"),
+    "replicas": ("train-replicas", "finetune.replicas"),
 }
+
+#: The program's knobs (`steps.train` flags), in ORIGINS' order.
+PROGRAM_KNOBS = tuple(TrainKnobs.model_fields)
 
 
 class KnobError(ValueError):
     """Knob values that break the rules; one line per value, naming its parameter and field."""
 
 
-def check_knobs(values: dict[str, str]) -> TrainKnobs:
-    """Parse knob values given as text (from the command line) into TrainKnobs.
+def check_knobs(values: dict[str, str], model: type[TrainKnobs] = TrainKnobs) -> TrainKnobs:
+    """Parse knob values given as text (parameters, flags) into `model`.
 
     Raises:
         KnobError: each bad value named as its workflow parameter and spec field, with the
@@ -62,7 +73,7 @@ def check_knobs(values: dict[str, str]) -> TrainKnobs:
             should be greater than or equal to 1`.
     """
     try:
-        return TrainKnobs.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -137,6 +137,19 @@ def test_a_failing_replica_fails_the_pipeline_and_registers_nothing(tmp_path, st
     assert listing.get("KeyCount", 0) == 0
 
 
+def test_a_bad_setting_fails_the_run_before_any_job_starts(tmp_path, stores) -> None:
+    options = RunOptions(
+        root=tmp_path, env={**os.environ, **stores.env()}, parameters={"epochs": "0"}
+    )
+    run = Run(render("finetune", spec()), options)
+    assert run.execute() == "Failed"
+    nodes = by_template(run)
+    check = nodes["check-training"]
+    assert check.phase == "Failed"
+    assert "workflow parameter epochs = '0' (finetune.epochs in the release spec)" in check.message
+    assert not (tmp_path / "platform" / "llmflow" / "PyTorchJob").exists()
+
+
 def filled(workflow: dict, template: str, **parameters: str) -> dict:
     """A resource template's manifest as Argo fills it in: the workflow's parameters (defaults,
     then `parameters`) substituted, expressions evaluated, then parsed."""
@@ -204,17 +217,53 @@ def test_the_knobs_are_parameters_the_job_reads(registry) -> None:
             e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
         }
         assert secrets == {"team-b-s3"}
-    # A Master alone is a valid job too.
-    alone = filled(workflow, "train", **{"train-replicas": "1"})
-    assert alone["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 0
+    # One node is a Master alone (the operator refuses a Worker group of 0), picked by `when`.
+    alone = filled(workflow, "train-one-node", **{"train-replicas": "1"})
+    assert list(alone["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     assert validate_documents([("pytorchjob", alone)], registry) == []
+    main = next(t for t in workflow["spec"]["templates"] if t["name"] == "main")
+    tasks = {t["name"]: t for t in main["dag"]["tasks"]}
+    nodes = "{{workflow.parameters.train-replicas}}"
+    assert tasks["train"]["when"] == f"{nodes} > 1"
+    assert tasks["train-one-node"]["when"] == f"{nodes} == 1"
+    for train in ("train", "train-one-node"):  # the settings are checked before any job
+        assert tasks[train]["depends"] == "fetch-weights && check-training"
+    assert tasks["record-training"]["depends"] == "train.Succeeded || train-one-node.Succeeded"
+
+
+def test_settings_are_checked_before_the_job_with_the_specs_rules() -> None:
+    from steps.errors import StepError
+    from steps.finetune import check_training
+
+    good = {
+        "method": "lora",
+        "epochs": "1",
+        "learning_rate": "5e-4",
+        "batch_size": "4",
+        "lora_rank": "8",
+        "lora_alpha": "16",
+        "replicas": "2",
+        "s3_secret": "llmflow-s3",
+    }
+    check_training(**good)
+    bad = good | {"replicas": "0", "learning_rate": "inf", "s3_secret": "x\ny: 1"}
+    with pytest.raises(StepError) as refused:
+        check_training(**bad)
+    lines = str(refused.value).splitlines()
+    assert lines[0].startswith("workflow parameter learning-rate = 'inf' (finetune.learning_rate")
+    assert lines[1] == (
+        "workflow parameter train-replicas = '0' (finetune.replicas in the release spec): "
+        "Input should be greater than or equal to 1"
+    )
+    assert lines[2].startswith("workflow parameter s3-secret = 'x\\ny: 1': not a Secret name")
 
 
 @pytest.mark.parametrize("launcher", ["pytorchjob", "trainjob"])
 def test_the_job_is_owned_by_the_workflow_and_deleted_unless_it_succeeded(launcher) -> None:
     workflow = render("finetune", spec(launcher=launcher))
     templates = {t["name"]: t for t in workflow["spec"]["templates"]}
-    assert templates["train"]["resource"]["setOwnerReference"] is True
+    creates = [t for t in templates.values() if t.get("resource", {}).get("action") == "create"]
+    assert creates and all(t["resource"]["setOwnerReference"] is True for t in creates)
     assert workflow["spec"]["onExit"] == "stop-training"
     ((step,),) = templates["stop-training"]["steps"]
     assert step["when"] == "{{workflow.status}} != Succeeded"

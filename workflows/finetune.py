@@ -25,9 +25,9 @@ import yaml
 from hera.workflows import DAG, Parameter, Resource, Steps, Workflow
 from hera.workflows.models import ValueFrom
 
-from steps.finetune import record_training
-from steps.train_knobs import Method
-from workflows._common import fetch_model, main_outputs, model_parameters, new_workflow
+from steps.finetune import check_training, record_training
+from steps.train_knobs import ORIGINS, Method
+from workflows._common import fetch_model, main_outputs, model_parameters, new_workflow, param
 from workflows.exceptions import SpecError
 from workflows.manifest_text import manifest_text
 from workflows.pipelines import Pipeline
@@ -42,6 +42,10 @@ RUN_OUTPUT = "{{workflow.parameters.output}}/{{workflow.name}}"
 
 #: The training job's name: one job per run (a release's too, as it calls `main` here).
 JOB_NAME = "{{workflow.name}}-train"
+
+#: The training job's templates: any number of nodes, and (PyTorchJob) one node.
+TRAIN = "train"
+TRAIN_ONE_NODE = "train-one-node"
 
 #: The exit handler, and its template that deletes the training job.
 STOP_TRAINING = "stop-training"
@@ -138,32 +142,52 @@ def build(spec: ReleaseSpec) -> Workflow:
     )
     image = "{{workflow.parameters.image}}"
     if ft.launcher == "pytorchjob":
-        manifest = pytorchjob.build_pytorchjob(JOB_NAME, spec, cmd, image)
         conditions = (pytorchjob.SUCCESS_CONDITION, pytorchjob.FAILURE_CONDITION)
+        # A PyTorchJob's Worker group has at least one replica (the operator's webhook), so
+        # one node is a job of its own shape, picked when the run's node count is 1.
+        manifests = {
+            TRAIN: pytorchjob.build_pytorchjob(JOB_NAME, spec, cmd, image),
+            TRAIN_ONE_NODE: pytorchjob.build_pytorchjob(JOB_NAME, spec, cmd, image, workers=False),
+        }
     else:
-        manifest = trainjob.build_trainjob(JOB_NAME, spec, cmd, image)
         conditions = (trainjob.SUCCESS_CONDITION, trainjob.FAILURE_CONDITION)
+        manifests = {TRAIN: trainjob.build_trainjob(JOB_NAME, spec, cmd, image)}
     with new_workflow(spec, NAME, model_parameters(spec) + finetune_parameters(spec)) as workflow:
         workflow.on_exit = STOP_TRAINING
-        train = Resource(
-            name="train",
-            action="create",
-            manifest=manifest_text(manifest),
-            set_owner_reference=True,
-            success_condition=conditions[0],
-            failure_condition=conditions[1],
-            inputs=[Parameter(name="model-path", description="the base model in the cache")],
-            outputs=[Parameter(name="job", value_from=ValueFrom(json_path="{.metadata.name}"))],
-        )
+        trains = {
+            name: Resource(
+                name=name,
+                action="create",
+                manifest=manifest_text(manifest),
+                set_owner_reference=True,
+                success_condition=conditions[0],
+                failure_condition=conditions[1],
+                inputs=[Parameter(name="model-path", description="the base model in the cache")],
+                outputs=[Parameter(name="job", value_from=ValueFrom(json_path="{.metadata.name}"))],
+            )
+            for name, manifest in manifests.items()
+        }
         outputs = {
             name: f"{{{{tasks.record-training.outputs.parameters.{name}}}}}"
             for name in ("checkpoint", "final-loss", "steps", "tokens-per-second")
         }
         with DAG(name="main", outputs=main_outputs(outputs)):
             fetched = fetch_model(workflow)
-            trained = train(arguments={"model-path": fetched.get_parameter("path")})
-            recorded = record_training(arguments={"output": RUN_OUTPUT})
-            fetched >> trained >> recorded  # type: ignore[operator]  # Hera's call unions
+            check_training(
+                arguments={ORIGINS[name][0]: param(workflow, ORIGINS[name][0]) for name in ORIGINS}
+                | {"s3-secret": param(workflow, "s3-secret")}
+            )
+            model = {"model-path": fetched.get_parameter("path")}
+            ready = "fetch-weights && check-training"
+            if len(trains) == 1:
+                trains[TRAIN](arguments=model, depends=ready)
+                done = f"{TRAIN}.Succeeded"
+            else:
+                nodes = param(workflow, "train-replicas")
+                trains[TRAIN](arguments=model, depends=ready, when=f"{nodes} > 1")
+                trains[TRAIN_ONE_NODE](arguments=model, depends=ready, when=f"{nodes} == 1")
+                done = f"{TRAIN}.Succeeded || {TRAIN_ONE_NODE}.Succeeded"
+            record_training(arguments={"output": RUN_OUTPUT}, depends=done)
         delete_job = stop_training(spec)
         with Steps(name=STOP_TRAINING):
             delete_job(when="{{workflow.status}} != Succeeded")

@@ -34,7 +34,7 @@ def manifest_text(manifest: dict[str, Any]) -> str:
 
     def mark(value: Any) -> Any:
         if isinstance(value, Raw):
-            token = f"llmflow-raw-{next(counter)}"
+            token = f"llmflow-raw-{next(counter)}-end"  # -1-end is no prefix of -10-end
             raws[token] = str(value)
             return token
         if isinstance(value, dict):
@@ -56,7 +56,7 @@ _BARE_PLACEHOLDER = re.compile(r"^(\s*(?:- )*(?:[^\s:'\"#][^:#]*:\s+)?)(\{\{.*\}
 def quote_placeholders(manifest: str) -> str:
     """The manifest with bare `{{...}}` values quoted, so it parses before Argo fills them in.
 
-    `replicas: {{=asInt(workflow.parameters.replicas)}}` (a `Raw` value) reads as a nested
+    `numNodes: {{=asInt(workflow.parameters['train-replicas'])}}` (a `Raw` value) reads as a nested
     mapping in YAML; quoted, it reads as a string, which type checks skip as they skip every
     placeholder, while the manifest's structure is checked as it will be.
     """

@@ -21,7 +21,7 @@ from kubernetes.client import (
 )
 
 from steps._hera import CACHE_MOUNT, CACHE_VOLUME
-from steps.train_knobs import ORIGINS
+from steps.train_knobs import ORIGINS, PROGRAM_KNOBS
 from workflows.spec import FinetuneSpec, ReleaseSpec
 
 #: The container name the training operator looks for in PyTorchJob pods.
@@ -62,8 +62,8 @@ class TrainerCommand:
         ft = self.finetune
         knobs = [
             arg
-            for name, (parameter, _) in ORIGINS.items()
-            for arg in ("--" + name.replace("_", "-"), knob(parameter))
+            for name in PROGRAM_KNOBS
+            for arg in ("--" + name.replace("_", "-"), knob(ORIGINS[name][0]))
         ]
         return [
             "--model", self.model,

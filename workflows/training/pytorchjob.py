@@ -6,8 +6,9 @@ Defaults and why:
 - backoffLimit from the spec (3): bounded restarts, then the job fails and says why;
 - cleanPodPolicy Running: finished pods stay for their logs, stragglers are removed;
 - ttlSecondsAfterFinished one day: the job object does not pile up forever;
-- a Worker group always, sized `train-replicas - 1` from the workflow parameter: a run may change
-  the node count from the Argo UI, down to a Master alone (0 Workers).
+- Workers sized `train-replicas - 1` from the workflow parameter, so a run may change the node
+  count from the Argo UI; the operator refuses a Worker group of 0, so a one-node run is a
+  manifest without one (`workers=False`), which the pipeline picks for `train-replicas` 1.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ FAILURE_CONDITION = "status.replicaStatuses.Master.failed > 0"
 
 
 def build_pytorchjob(
-    name: str, spec: ReleaseSpec, cmd: TrainerCommand, image: str
+    name: str, spec: ReleaseSpec, cmd: TrainerCommand, image: str, workers: bool = True
 ) -> dict[str, Any]:
-    """The PyTorchJob manifest for a finetune run."""
+    """The PyTorchJob manifest for a finetune run: a Master, and Workers unless one node."""
     ft = cmd.finetune
     pod = V1PodTemplateSpec(
         metadata=V1ObjectMeta(
@@ -62,13 +63,14 @@ def build_pytorchjob(
     )
     template = serialise(pod)
     replicas: dict[str, Any] = {
-        "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template},
-        "Worker": {
+        "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}
+    }
+    if workers:
+        replicas["Worker"] = {
             "replicas": WORKERS,
             "restartPolicy": "OnFailure",
             "template": copy.deepcopy(template),  # no YAML anchors in the rendered manifest
-        },
-    }
+        }
     run_policy: dict[str, Any] = {
         "backoffLimit": ft.backoff_limit,
         "cleanPodPolicy": "Running",

@@ -41,9 +41,12 @@ PATCH_MANAGER = "llmflow.io/finetune"
 #: Nodes, from the run's `train-replicas` parameter.
 NODES = Raw("{{=asInt(workflow.parameters['train-replicas'])}}")
 
-#: Argo conditions on the job's first (trainer) JobSet job.
+#: Argo conditions on the job's first (trainer) JobSet job. Argo fails a resource step when any
+#: one failure requirement holds: a failed node Job, or the TrainJob's own Failed condition
+#: (past activeDeadlineSeconds the controller deletes the JobSet, and jobsStatus stays as it
+#: was last reported).
 SUCCESS_CONDITION = "status.jobsStatus.0.succeeded > 0"
-FAILURE_CONDITION = "status.jobsStatus.0.failed > 0"
+FAILURE_CONDITION = "status.jobsStatus.0.failed > 0,status.conditions.0.type == Failed"
 
 
 def node_patch(spec: ReleaseSpec) -> dict[str, Any]:

@@ -66,10 +66,14 @@ class LocalJob:
         self.name = obj["metadata"]["name"]
         self.folder = platform.root / namespace / self.kind / self.name
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the status
+        # Starting a process, stopping, and writing the object: so that no process starts
+        # after a stop, and no write lands after a delete.
+        self.guard = threading.Lock()
         self.stopping = threading.Event()
         self.status: dict[str, Any] = {}
         self.processes: list[NodeProcess] = []
+        self.thread: threading.Thread | None = None
 
     # --- status -------------------------------------------------------------------------
 
@@ -80,15 +84,24 @@ class LocalJob:
             obj["status"] = copy.deepcopy(self.status)
         return obj
 
-    def persist(self) -> None:
-        """Write the object with its status (atomically), unless the job was deleted."""
-        if self.stopping.is_set():
-            return
-        text = json.dumps(self.snapshot())
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".object.")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.folder / OBJECT_FILE)
+    def persist(self, force: bool = False) -> None:
+        """Write the object with its status (atomically), unless the job is stopping.
+
+        `force` writes a stopping job's last status (the run ended under it), never a deleted
+        one's: `JobHandler.delete` removes the file after the supervisor has returned.
+        """
+        with self.guard:
+            if self.stopping.is_set() and not force:
+                return
+            text = json.dumps(self.snapshot())
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".object.")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.folder / OBJECT_FILE)
+
+    #: Fields of a condition as the kind's controller writes them (PyTorchJob's JobCondition
+    #: has lastUpdateTime; a metav1.Condition, as TrainJob's, has not).
+    condition_times: tuple[str, ...] = ("lastUpdateTime", "lastTransitionTime")
 
     def set_condition(self, kind: str, reason: str, message: str, status: str = "True") -> None:
         """Add or replace a condition (an earlier one of the same type is replaced)."""
@@ -96,16 +109,9 @@ class LocalJob:
         with self.lock:
             conditions = self.status.setdefault("conditions", [])
             conditions[:] = [c for c in conditions if c["type"] != kind]
-            conditions.append(
-                {
-                    "type": kind,
-                    "status": status,
-                    "reason": reason,
-                    "message": message,
-                    "lastUpdateTime": stamp,
-                    "lastTransitionTime": stamp,
-                }
-            )
+            condition = {"type": kind, "status": status, "reason": reason, "message": message}
+            condition.update({field: stamp for field in self.condition_times})
+            conditions.append(condition)
 
     def finished(self) -> bool:
         """Whether a terminal condition (Succeeded, Complete, Failed) is True."""
@@ -118,20 +124,27 @@ class LocalJob:
 
     # --- processes ----------------------------------------------------------------------
 
-    def launch(self, process: NodeProcess, note: str) -> None:
-        """Start one process in its own session, its output appended to its log."""
-        with open(process.log, "ab") as log:
-            log.write(f"--- {now()} start {process.name} ({note})\n".encode())
-            process.proc = subprocess.Popen(
-                process.command,
-                env=process.env,
-                cwd=self.platform.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        (self.folder / f"{process.name}.pid").write_text(str(process.proc.pid))
+    def launch(self, process: NodeProcess, note: str) -> bool:
+        """Start one process in its own session, its output appended to its log.
+
+        Returns False, starting nothing, once the job is stopping.
+        """
+        with self.guard:
+            if self.stopping.is_set():
+                return False
+            with open(process.log, "ab") as log:
+                log.write(f"--- {now()} start {process.name} ({note})\n".encode())
+                process.proc = subprocess.Popen(
+                    process.command,
+                    env=process.env,
+                    cwd=self.platform.workdir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            (self.folder / f"{process.name}.pid").write_text(str(process.proc.pid))
+            return True
 
     def kill_all(self) -> None:
         """End every running process group (SIGTERM, then SIGKILL)."""
@@ -142,14 +155,25 @@ class LocalJob:
     def start(self) -> None:
         """Supervise the processes on a thread of this run."""
         self.persist()
-        threading.Thread(
-            target=self.supervise, name=f"{self.kind.lower()}-{self.name}", daemon=True
-        ).start()
+        self.thread = threading.Thread(
+            target=self._supervised, name=f"{self.kind.lower()}-{self.name}", daemon=True
+        )
+        self.thread.start()
+
+    def _supervised(self) -> None:
+        try:
+            self.supervise()
+        finally:
+            if self.stopping.is_set():
+                self.kill_all()
 
     def stop(self) -> None:
-        """End the processes; the supervisor sees `stopping` and returns."""
-        self.stopping.set()
+        """End the processes and wait for the supervisor to return."""
+        with self.guard:  # after this, no process starts (`launch`) and nothing is written
+            self.stopping.set()
         self.kill_all()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=30)
 
     @abstractmethod
     def supervise(self) -> None:
@@ -209,6 +233,7 @@ class JobHandler(KindHandler):
         claim to run on.
         """
         for job in self._jobs.values():
+            job.stop()
             if not job.finished():
                 job.set_condition(
                     "Failed",
@@ -216,8 +241,7 @@ class JobHandler(KindHandler):
                     f"the run that supervised {self.kind} "
                     f"{job.name} ended; a local job lives no longer than its run",
                 )
-                job.persist()
-            job.stop()
+                job.persist(force=True)
 
 
 def pod_process(

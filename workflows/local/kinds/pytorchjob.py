@@ -200,16 +200,21 @@ class _PyTorchJob(LocalJob):
 
 
 def _count(job: str, rtype: str, spec: dict[str, Any]) -> int:
-    """A replica type's count, refused below 0 (or below 1 for the Master) as the API would."""
+    """A replica type's count, refused as the operator's webhook refuses it.
+
+    The Master must be exactly 1 and another type at least 1 (`pytorchjob_webhook.go`).
+    """
     value = spec.get("replicas", 1)
     try:
         count = int(value)
     except (TypeError, ValueError):
         raise RunError(f"PyTorchJob {job}: {rtype} replicas {value!r} is not an integer") from None
-    least = 1 if rtype == "Master" else 0
-    if count < least or (rtype == "Master" and count != 1):
+    path = f"spec.pytorchReplicaSpecs[{rtype}].replicas"
+    if rtype == "Master" and count != 1:
+        raise RunError(f"PyTorchJob {job}: {path}: Forbidden: must be 1")
+    if count < 1:
         raise RunError(
-            f"PyTorchJob {job}: {rtype} replicas = {count}; a PyTorchJob has exactly 1 Master "
-            "and 0 or more Workers (set the run's train-replicas to 1 or more)"
+            f"PyTorchJob {job}: {path}: Forbidden: must be at least 1 (leave the {rtype} "
+            "group out for a job of one node)"
         )
     return count

@@ -12,14 +12,15 @@ What the Trainer controller and its JobSet would do for a TrainJob on the stock
   on port 29500; here it is 127.0.0.1 on a free port, so runs do not collide. Setting a PET_*
   variable in `trainer.env` is refused, as the admission webhook refuses it.
 - No gang restart: a node that fails restarts in place (the pods' OnFailure), until the Job's
-  failures pass its backoffLimit (Kubernetes' default, 6); then the JobSet, having no failure
+  failures reach its backoffLimit (Kubernetes' default, 6); then the JobSet, having no failure
   policy, fails at once and the other nodes are stopped.
 - Status as the controller writes it: no condition while it runs; `Complete`
   (AllJobsCompleted, "jobset completed successfully") when every node exited 0; `Failed`
   (FailedJobs, "jobset failed due to one or more job failures (first failed job:
   <name>-node-0)", followed here by the failing node's exit code and last log lines) or
-  (DeadlineExceeded, "TrainJob exceeded its active deadline"); and `jobsStatus` with one entry
-  for the `node` Job, whose counts are of Jobs, not pods.
+  (DeadlineExceeded, "TrainJob exceeded its active deadline", the JobSet deleted and
+  `jobsStatus` left as last reported); and `jobsStatus` with one entry for the `node` Job,
+  whose counts are of Jobs, not pods.
 
 Any other runtime is refused with a clear error: its pod template, policies and plugins are
 unknown here. Logs are `.llmflow/platform/<ns>/TrainJob/<name>/node-<index>.log` (`_jobs`).
@@ -48,7 +49,7 @@ NODE = "node"
 RESERVED_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
                 "PET_MASTER_PORT")  # fmt: skip
 
-#: Kubernetes' default Job backoffLimit: failures of a Job's pods before the Job fails.
+#: Kubernetes' default Job backoffLimit: the Job fails when its pods' restarts reach it.
 JOB_BACKOFF_LIMIT = 6
 
 #: Seconds before a failed node restarts in place (the kubelet backs off from 10 s).
@@ -72,6 +73,7 @@ class TrainJobHandler(JobHandler):
 
 class _TrainJob(LocalJob):
     kind = "TrainJob"
+    condition_times = ("lastTransitionTime",)  # metav1.Condition
 
     def __init__(self, platform: LocalPlatform, obj: Object, namespace: str) -> None:
         super().__init__(platform, obj, namespace)
@@ -151,7 +153,9 @@ class _TrainJob(LocalJob):
             ]
 
     def _end(self, kind: str, reason: str, message: str, **counts: int) -> None:
-        self._jobs_status(**counts)
+        """A terminal condition; `counts` update jobsStatus as the JobSet reports it."""
+        if counts:
+            self._jobs_status(**counts)
         self.set_condition(kind, reason, message)
         self.persist()
 
@@ -167,8 +171,9 @@ class _TrainJob(LocalJob):
         while not self.stopping.is_set():
             time.sleep(0.1)
             if self.deadline and time.monotonic() - started > float(self.deadline):
+                # The controller deletes the JobSet; jobsStatus stays as last reported.
                 self.kill_all()
-                self._end("Failed", "DeadlineExceeded", DEADLINE_MESSAGE, failed=1)
+                self._end("Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
                 return
             for process in self.processes:
                 code = process.exit_code()
@@ -176,14 +181,15 @@ class _TrainJob(LocalJob):
                     continue
                 failures += 1
                 process.failures += 1
-                if failures > JOB_BACKOFF_LIMIT:
+                if failures >= JOB_BACKOFF_LIMIT:  # the Job fails when its restarts reach it
                     self.kill_all()
                     self._end(
                         "Failed",
                         "FailedJobs",
                         f"{FAILED_MESSAGE} (first failed job: {self.name}-{NODE}-0); "
-                        f"{process.name} exited with code {code} after {failures - 1} "
-                        f"restarts of the job's pods; last log lines:\n{tail(process.log)}",
+                        f"{process.name} exited with code {code}, the job's pods' failure "
+                        f"{failures} of {JOB_BACKOFF_LIMIT}; last log lines:\n"
+                        f"{tail(process.log)}",
                         failed=1,
                     )
                     return
