@@ -1,4 +1,4 @@
-"""The finetune pipeline: fetch base weights -> train (PyTorchJob or TrainJob) -> record.
+"""The finetune pipeline: fetch base weights (and check the settings) -> train -> record.
 
 The training job is created by an Argo resource template and watched through its status
 (success and failure conditions), so the Argo UI shows it as a step; `record-training`
@@ -13,8 +13,9 @@ past its deadline), so a stopped run frees its nodes and GPUs at once rather tha
 would have finished. A succeeded job stays (with its pods' logs) until the workflow goes.
 
 The knobs a person changes per run (method, epochs, learning rate, batch size, LoRA rank and
-alpha, replicas) are workflow parameters with the spec's values as defaults; the job manifest
-reads them, and `steps.train` checks them at start with the spec's rules.
+alpha, nodes) are workflow parameters with the spec's values as defaults; the job manifest
+reads them. `check-training` checks them with the spec's rules before a job is created, and
+`steps.train` again at start (`steps/train_knobs.py`).
 """
 
 from __future__ import annotations
