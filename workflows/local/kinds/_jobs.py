@@ -11,10 +11,7 @@ beside it for a post-mortem.
 from __future__ import annotations
 
 import copy
-import json
-import os
 import subprocess
-import tempfile
 import threading
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.exceptions import RunError
+from workflows.local.kinds._state import read_json, write_json
 from workflows.local.leaves import local_command, resolve_env, terminate
 from workflows.local.paths import local_volumes, mapper_for
 from workflows.local.platform import KindHandler, LocalPlatform, Object
@@ -93,11 +91,7 @@ class LocalJob:
         with self.guard:
             if self.stopping.is_set() and not force:
                 return
-            text = json.dumps(self.snapshot())
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".object.")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, self.folder / OBJECT_FILE)
+            write_json(self.folder / OBJECT_FILE, self.snapshot())
 
     #: Fields of a condition as the kind's controller writes them (PyTorchJob's JobCondition
     #: has lastUpdateTime; a metav1.Condition, as TrainJob's, has not).
@@ -213,11 +207,8 @@ class JobHandler(KindHandler):
         job = self._jobs.get((namespace, name))
         if job is not None:
             return job.snapshot()
-        path = self.platform.root / namespace / self.kind / name / OBJECT_FILE
-        try:
-            return dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+        stored = read_json(self.platform.root / namespace / self.kind / name / OBJECT_FILE)
+        return dict(stored) if stored is not None else None
 
     def delete(self, namespace: str, name: str) -> None:
         """Stop the job's processes and remove its object (logs stay)."""
