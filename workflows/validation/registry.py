@@ -120,6 +120,14 @@ class SchemaRegistry:
             self._validators[key] = cls(close_schema(schema))
         return self._validators[key]
 
+    def rules_schema(self, api_version: str, kind: str) -> dict[str, Any] | None:
+        """The CRD schema whose CEL rules apply to the kind, if a CRD for it was loaded.
+
+        For Argo's workflow kinds this is the CRD even where the structure is checked against
+        Argo's JSON schema: the API server runs the rules of the CRD that is installed.
+        """
+        return self.crds.get((api_version, kind))
+
     def _schema(self, api_version: str, kind: str) -> dict[str, Any] | None:
         argo_kind = api_version == ARGO_GROUP_VERSION and kind in ARGO_WORKFLOW_KINDS
         if argo_kind and self.argo_schema is not None:

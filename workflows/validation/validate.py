@@ -1,10 +1,12 @@
 """Validate Kubernetes objects, and the manifests Argo resource templates embed, strictly.
 
 Each problem is one line: the document, the field's path, what is wrong, and for unknown
-fields the closest known one. Values that are Argo expressions (`{{...}}`) are only known at
-run time, so type and format checks skip them; every other check still applies. Whole Argo
-Workflows, WorkflowTemplates and CronWorkflows then get Argo's own semantic checks
-(`argo_rules`), worded as `argo lint` words them.
+fields the closest known one. A CRD's CEL rules (`x-kubernetes-validations`) run as the API
+server runs them on a create (`cel_rules`). Values that are Argo expressions (`{{...}}`) are
+only known at run time, so type and format checks skip them, and so do the CEL rules that read
+them; every other check still applies. Whole Argo Workflows, WorkflowTemplates and
+CronWorkflows then get Argo's own semantic checks (`argo_rules`), worded as `argo lint` words
+them.
 """
 
 from __future__ import annotations
@@ -111,13 +113,24 @@ def _validate_object(
     api_version, kind = obj["apiVersion"], obj["kind"]
     validator = registry.validator(api_version, kind)
     readable = True
+    mistyped = False
     if validator is not None:
         for error in validator.iter_errors(obj):
             described = list(_describe(label, prefix, error))
             readable = readable and (not described or error.instance is None)
+            mistyped = mistyped or (bool(described) and error.validator == "type")
             yield from described
     else:
         yield from _validate_builtin(label, prefix, obj, registry, allow_unchecked)
+    # The API server runs a CRD's CEL rules only on an object of the right types; values in
+    # an embedded manifest are filled in at run time, so rules that read them are not judged.
+    rules_schema = registry.rules_schema(api_version, kind)
+    if rules_schema is not None and not mistyped:
+        # Imported here: celpy and its grammar load only where a CRD's rules are needed.
+        from workflows.validation.cel_rules import rule_failures
+
+        for failure in rule_failures(obj, rules_schema, runtime_values=bool(prefix)):
+            yield Problem(label, _join(prefix, _format_path(failure.path)), failure.message)
     # Argo decodes a document strictly before it validates it: an unknown field or a wrong
     # type stops it there (a null reads as absent). Embedded manifests are filled in at run
     # time, so only whole documents are what `argo lint` would see.
