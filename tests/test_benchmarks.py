@@ -51,3 +51,33 @@ def test_train_benchmark_runs_and_prints_its_ratio() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ratio steps/train.py / Trainer:" in result.stdout
     assert "tokens/s" in result.stdout
+
+
+def test_mirror_benchmark_runs_and_prints_its_table_and_ratios(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "mirror_latency.py"),
+            "--quick",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert result.returncode == 0, result.stderr[-2000:] + result.stdout[-2000:]
+    out = result.stdout
+    assert (
+        "| mode | requests | errors | TTFT p50 ms | TTFT p95 ms | total p50 ms | total p95 ms |"
+        in out
+    )
+    for mode in ("no mirror", "100% mirrored", "no mirror, client copies"):
+        assert f"| {mode} | 16 | 0 |" in out
+    assert "ratio mirrored / no mirror: TTFT p50 " in out
+    assert "ratio mirrored / client copies: TTFT p50 " in out
+    assert "relay: forwarded " in out and "dropped 0" in out
+    assert "'abort': 0.0" in out  # copies are read to their end

@@ -6,11 +6,13 @@ percentages of their sum. A backend with weight 0, or with no ready endpoint, ge
 (its share goes to the others); a rule with no backend left answers 503. Responses stream
 (`proxy_buffering off`, HTTP/1.1 to upstreams, long read timeouts). The config is regenerated
 whenever routes or endpoints change and nginx reloads it gracefully (SIGHUP: old workers finish
-their in-flight requests), so a weight change drops no request.
+their in-flight requests), so a weight change drops no request. A rule's RequestMirror filter
+copies a share of its requests through the mirror relay, which nginx never waits for (see
+`_mirror`); the relay is started with the first mirror and stopped with nginx.
 
 Files under `<home>/platform/gateway/`: nginx.conf, nginx.pid, error.log, access.log (each
 line has `upstream=<address>`), state.json (the port of each Gateway, kept across runs while
-nginx lives), tmp/.
+nginx lives), tmp/, and the relay's relay.json and relay.log.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from typing import Any
 from workflows.exceptions import RunError
 from workflows.local.kinds import _pods
 from workflows.local.kinds._endpoints import ServiceEndpoints
+from workflows.local.kinds._mirror import (
+    RELAY_UPSTREAM,
+    MirrorRelay,
+    mirror_config,
+    resolve_mirror,
+)
 from workflows.local.kinds._state import read_json, write_json, write_text
 from workflows.local.s3 import free_port
 
@@ -111,6 +119,7 @@ class LocalGateway:
         self.state_file = self.folder / "state.json"
         self.access_log = self.folder / "access.log"
         self.error_log = self.folder / "error.log"
+        self.relay = MirrorRelay(self.folder)
 
     # --- state -------------------------------------------------------------------------
 
@@ -140,8 +149,13 @@ class LocalGateway:
         routes: list[dict[str, Any]],
         services: dict[tuple[str, str], ServiceEndpoints],
         ports: dict[str, int],
+        relay_port: int | None = None,
     ) -> str:
-        """The nginx config for the routes, with one server per Gateway port and hostnames."""
+        """The nginx config for the routes, with one server per Gateway port and hostnames.
+
+        Mirror filters are rendered only with the relay's port (`relay_port`): without a
+        relay, rules are served unmirrored.
+        """
         upstreams: dict[str, list[str]] = {}
         splits: list[str] = []
         # (gateway key, hostnames) -> location lines, first route to claim a path keeps it
@@ -159,7 +173,14 @@ class LocalGateway:
                     for backend in backends:
                         if backend.servers:
                             upstreams[backend.upstream] = backend.servers
-                    target = self._target(backends, f"route_{r_index}_{k}", splits)
+                    name = f"route_{r_index}_{k}"
+                    target = self._target(backends, name, splits)
+                    mirror, _ = resolve_mirror(route, rule, services)
+                    if mirror and mirror.active and relay_port and target != "return 503;":
+                        upstreams[RELAY_UPSTREAM] = [f"127.0.0.1:{relay_port}"]
+                        directives, location, body = mirror_config(mirror, name, splits)
+                        locations.setdefault(location, body)
+                        target = f"{directives} {target}"
                     for match in rule.get("matches") or [{}]:
                         path = match.get("path") or {}
                         for location in _locations(path.get("type"), path.get("value", "/")):
@@ -243,7 +264,8 @@ class LocalGateway:
             for key, port in list(ports.items()):
                 if not _pods.port_free(port):
                     ports[key] = free_port()
-        changed = write_text(self.conf, self.render(routes, services, ports))
+        relay_port = self.relay.ensure() if mirrors_wanted(routes, services) else None
+        changed = write_text(self.conf, self.render(routes, services, ports, relay_port))
         state["ports"] = ports
         write_json(self.state_file, state)
         if not running:
@@ -311,7 +333,7 @@ class LocalGateway:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        """Stop nginx (graceful quit, then kill) and forget its ports."""
+        """Stop nginx (graceful quit, then kill) and the mirror relay, and forget their ports."""
         state = self.state()
         pid = state.get("pid")
         if pid and _pods.alive(pid, state.get("ticks")):
@@ -326,7 +348,20 @@ class LocalGateway:
                 for child in _children(pid):
                     _kill(child)
                 _kill(pid)
+        self.relay.stop()
         self.state_file.unlink(missing_ok=True)
+
+
+def mirrors_wanted(
+    routes: list[dict[str, Any]], services: dict[tuple[str, str], ServiceEndpoints]
+) -> bool:
+    """Whether any rule of the routes mirrors requests now (so the relay must run)."""
+    for route in routes:
+        for rule in (route.get("spec") or {}).get("rules") or []:
+            mirror, _ = resolve_mirror(route, rule, services)
+            if mirror is not None and mirror.active:
+                return True
+    return False
 
 
 def _locations(kind: str | None, value: str) -> list[str]:

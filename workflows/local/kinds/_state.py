@@ -9,7 +9,7 @@ under `<home>/platform/`, so a later `llmflow run` (another process) finds it:
     platform/<ns>/Deployment/<name>/pods.json    its pods: pid, port, ready, restarts, ...
     platform/<ns>/Deployment/<name>/<pod>.log    each pod's output
     platform/<ns>/<Kind>/<name>.json           Service, HTTPRoute, ServiceMonitor, PDB, HPA
-    platform/gateway/                          the local nginx (conf, pid, logs, ports)
+    platform/gateway/                          the local nginx and mirror relay (conf, pid, logs)
     platform/prometheus/                       the local Prometheus (config, data, pid, log)
 """
 

@@ -8,10 +8,15 @@ or endpoints that change regenerate the config and reload nginx gracefully, so n
 dropped. The gateway's URL is in the services map as `<gateway>.<namespace>` and shown by
 `llmflow local status`.
 
+A rule's `RequestMirror` filter (one per rule) copies its `percent` or `fraction` of the
+requests to one ready endpoint of the named Service; the copies' answers are discarded, and
+they never hold up a client's answer or connection (they pass through a relay, see `_mirror`).
+
 Status as a Gateway API controller writes it: `status.parents[]` with conditions Accepted and
-ResolvedRefs (False, reason BackendNotFound, when a backendRef names no Service). Not
-supported locally (refused when applied): filters, header/query/method matches, backendRefs
-to kinds other than Service.
+ResolvedRefs (False, reason BackendNotFound, when a backendRef or the mirror's backendRef
+names no Service; such a mirror copies nothing). Not supported locally (refused when
+applied): filters other than one RequestMirror per rule, backendRefs[].filters,
+header/query/method matches, backendRefs to kinds other than Service.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from workflows.exceptions import RunError
 from workflows.local.kinds._endpoints import service_endpoints
+from workflows.local.kinds._mirror import check_filters, resolve_mirror
 from workflows.local.kinds._nginx import LocalGateway, resolve_backends
 from workflows.local.kinds.service import ServingStoredHandler
 from workflows.local.platform import Object, register
@@ -43,8 +49,7 @@ class HTTPRouteHandler(ServingStoredHandler):
             raise RunError(f"HTTPRoute {name}: spec.parentRefs names no Gateway")
         for i, rule in enumerate(spec.get("rules") or []):
             where = f"HTTPRoute {name}: spec.rules[{i}]"
-            if rule.get("filters"):
-                raise RunError(f"{where}.filters are not supported by the local gateway")
+            check_filters(where, rule)
             for j, match in enumerate(rule.get("matches") or []):
                 extra = sorted(set(match) - {"path"})
                 if extra:
@@ -67,6 +72,7 @@ class HTTPRouteHandler(ServingStoredHandler):
         missing: list[str] = []
         for rule in (obj.get("spec") or {}).get("rules") or []:
             missing += resolve_backends(obj, rule, services)[1]
+            missing += resolve_mirror(obj, rule, services)[1]
         generation = obj["metadata"].get("generation", 1)
         stamp = obj["metadata"].get("creationTimestamp") or now()
         parents = []

@@ -1,9 +1,10 @@
 """What the local platform is serving, and stopping all of it: `llmflow local status|down`.
 
 `status(home)` reconciles every Deployment first (dead pods restarted, rollouts advanced), then
-reports each serving object, each process (pods, nginx, Prometheus: pid, port, alive,
-healthy), the gateway and Prometheus URLs and the services map. `down(home)` stops every
-process and removes the serving state; it is idempotent.
+reports each serving object, each process (pods, nginx, its mirror relay, Prometheus: pid,
+port, alive, healthy; the relay's counters too), the gateway and Prometheus URLs and the
+services map. `down(home)` stops every process and removes the serving state; it is
+idempotent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from workflows.local.kinds import _pods
 from workflows.local.kinds._endpoints import all_pods
+from workflows.local.kinds._mirror import share_percent
 from workflows.local.kinds._network import PROMETHEUS_KEY
 from workflows.local.kinds._nginx import LocalGateway
 from workflows.local.kinds._prometheus import LocalPrometheus
@@ -107,6 +109,20 @@ def status(home: Path) -> dict[str, Any]:
                 "healthy": gateway_pid is not None,
             }
         )
+    relay_state = gateway.relay.state()
+    if relay_state.get("pid"):
+        relay_stats = gateway.relay.stats()
+        processes.append(
+            {
+                "kind": "relay",
+                "name": "gateway mirror relay",
+                "pid": relay_state["pid"],
+                "port": relay_state.get("port"),
+                "alive": gateway.relay.pid() is not None,
+                "healthy": relay_stats is not None,
+                "stats": relay_stats or {},
+            }
+        )
     prom_state = prometheus.state()
     prom_url = prometheus.url()
     if prom_state.get("pid"):
@@ -152,6 +168,11 @@ def _route_note(obj: dict[str, Any]) -> str:
     for rule in (obj.get("spec") or {}).get("rules") or []:
         for ref in rule.get("backendRefs") or []:
             shares.append(f"{ref.get('name')}={ref.get('weight', 1)}")
+        for flt in rule.get("filters") or []:
+            mirror = flt.get("requestMirror") or {}
+            if flt.get("type") == "RequestMirror" and isinstance(mirror, dict):
+                name = (mirror.get("backendRef") or {}).get("name")
+                shares.append(f"mirror {name} {share_percent(mirror):.4g}%")
     return "weights " + " ".join(shares)
 
 
@@ -174,6 +195,8 @@ def down(home: Path) -> list[str]:
         gateway, prometheus = LocalGateway(root), LocalPrometheus(root)
         if gateway.pid() is not None:
             stopped.append(f"nginx gateway (pid {gateway.pid()})")
+        if gateway.relay.pid() is not None:
+            stopped.append(f"mirror relay (pid {gateway.relay.pid()})")
         gateway.stop()
         if prometheus.pid() is not None:
             stopped.append(f"prometheus (pid {prometheus.pid()})")
