@@ -42,6 +42,20 @@ def stage_report(analysis: StageAnalysis) -> dict[str, Any]:
     }
 
 
+def stage_evidence(analysis: StageAnalysis) -> dict[str, Any]:
+    """What a release record keeps of a stage: the verdict and each check, compactly."""
+    from serving.shadow import compact
+
+    checks = [*analysis.judgement.checks, *analysis.live]
+    return {
+        "stage": analysis.stage,
+        "verdict": analysis.verdict,
+        "reason": analysis.reason,
+        "looks": analysis.looks,
+        "checks": {c.name: compact(c) for c in checks if c.verdict != "SKIPPED"},
+    }
+
+
 def write_stage_report(folder: Path, analysis: StageAnalysis) -> tuple[Path, Path]:
     """Write `stage-<weight>.json` and `stage-<weight>.png` into `folder`; returns both paths."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -284,7 +284,7 @@ def _ratio_check(interval: Interval, tolerance: float) -> Check:
             reason,
         )
     lower, upper = math.exp(interval.lower), math.exp(interval.upper)
-    verdict, reason = _read(lower, upper, limit, higher_is_worse=True, unit="ratio")
+    verdict, reason = read_interval(lower, upper, limit, higher_is_worse=True, unit="ratio")
     if interval.note:
         reason = f"{reason} ({interval.note})"
     return Check(
@@ -325,7 +325,7 @@ def _error_check(stable: ProbeSet, canary: ProbeSet, policy: CanaryPolicy, alpha
             reason,
         )
     lower, upper = newcombe_interval(e_c, n_c, e_s, n_s, alpha)
-    verdict, reason = _read(lower, upper, limit, higher_is_worse=True, unit="difference")
+    verdict, reason = read_interval(lower, upper, limit, higher_is_worse=True, unit="difference")
     return Check(
         "error_rate",
         verdict,
@@ -387,7 +387,7 @@ def _quality_check(
         reason = f"too few scored requests: {s.size} stable, {c.size} canary"
         return Check("quality", "INCONCLUSIVE", None, None, limit, n, s.size, c.size, "", reason)
     lower, upper, method = _quality_bounds(s, c, pairs is not None, binary, alpha, policy.seed)
-    verdict, reason = _read(lower, upper, limit, higher_is_worse=False, unit="difference")
+    verdict, reason = read_interval(lower, upper, limit, higher_is_worse=False, unit="difference")
     estimate = float(c.mean() - s.mean())
     return Check(
         "quality", verdict, estimate, (lower, upper), limit, n, s.size, c.size, method, reason
@@ -417,7 +417,7 @@ def _quality_bounds(
     return diff - z * spread, diff + z * spread, "unpaired, Welch normal interval"
 
 
-def _read(
+def read_interval(
     lower: float, upper: float, limit: float, *, higher_is_worse: bool, unit: str
 ) -> tuple[CheckVerdict, str]:
     """FAIL when the interval lies beyond the limit, PASS when inside it, else INCONCLUSIVE."""

@@ -21,6 +21,7 @@ import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,7 @@ class PrometheusSource(MetricSource):
         label: str = "version",
         timeout_s: float = 10.0,
         extra_selector: str = "",
+        at: float | None = None,
     ) -> None:
         """A source reading Prometheus at `url`.
 
@@ -144,7 +146,9 @@ class PrometheusSource(MetricSource):
             timeout_s: Limit of each HTTP query.
             extra_selector: Further label matchers for every series, e.g.
                 `namespace="llm",model_name="tiny-llama"` (without braces).
+            at: Evaluate every query at this Unix time (the window's end); None: now.
         """
+        self.at = at
         self.url = url.rstrip("/")
         self.window = window
         self.label = label
@@ -191,15 +195,11 @@ class PrometheusSource(MetricSource):
                 f"/metrics, and does it attach the label {self.label!r}? Check the target's "
                 f"labels on {self.url}/targets"
             )
-        sel = self.selector(version)
         sel_engine_errors = self.selector(version, f'finished_reason=~"{reasons}"')
-        sel_http = self.selector(version, INFERENCE_HANDLERS)
         sel_http_errors = self.selector(version, INFERENCE_HANDLERS, f'status=~"{statuses}"')
-        engine = self.query(self.increase(success, sel))
         engine_errors = self.query(self.increase(success, sel_engine_errors))
-        http_total = self.query(self.increase(http, sel_http))
         http_errors = self.query(self.increase(http, sel_http_errors))
-        requests = max(_count(engine), _count(http_total))
+        requests = self.requests(version)
         errors = min(requests, _count(engine_errors) + _count(http_errors))
         quantiles = {}
         for metric in ("ttft", "itl", "e2e"):
@@ -217,6 +217,59 @@ class PrometheusSource(MetricSource):
             **quantiles,
         )
 
+    def requests(self, version: str) -> int:
+        """Requests the version finished over the window: the engine's or HTTP's, the larger.
+
+        Raises:
+            MetricsUnavailable: Prometheus cannot be read.
+        """
+        success, http = VLLM_METRICS["success"], VLLM_METRICS["http"]
+        engine = self.query(self.increase(success, self.selector(version)))
+        http_total = self.query(self.increase(http, self.selector(version, INFERENCE_HANDLERS)))
+        return max(_count(engine), _count(http_total))
+
+    def buckets(self, metric: str, version: str) -> list[tuple[float, int]]:
+        """A histogram's cumulative bucket counts over the window: `(le, count)`, ascending.
+
+        `metric` is one of our names (`ttft`, `itl`, `e2e`); the last bound is `inf`. Counts
+        are increases (new series whole, see `increase`), rounded and made monotone.
+
+        Raises:
+            MetricsUnavailable: Prometheus cannot be read or answers with a malformed vector.
+        """
+        series = f"{VLLM_METRICS[metric]}_bucket"
+        sel = self.selector(version)
+        by_le = self.vector(
+            f"sum by (le) ((increase({series}{sel}[{self.window}]) and {series}{sel} offset "
+            f"{self.window}) or ({series}{sel} unless {series}{sel} offset {self.window}))",
+            "le",
+        )
+        rows = sorted((float(le), _count(value)) for le, value in by_le.items())
+        monotone: list[tuple[float, int]] = []
+        for bound, count in rows:
+            monotone.append((bound, max(count, monotone[-1][1] if monotone else 0)))
+        return monotone
+
+    def vector(self, promql: str, label: str) -> dict[str, float]:
+        """An instant query's samples by the value of one label (NaN samples left out).
+
+        Raises:
+            MetricsUnavailable: as `query`, or a sample lacks the label.
+        """
+        result = self._get(promql)
+        out: dict[str, float] = {}
+        for sample in result:
+            try:
+                key, value = sample["metric"][label], float(sample["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise MetricsUnavailable(
+                    f"Prometheus at {self.url} answered {promql!r} with a sample without "
+                    f"{label!r}: {sample!r}"
+                ) from None
+            if not math.isnan(value):
+                out[key] = value
+        return out
+
     def query(self, promql: str) -> float | None:
         """The value of an instant query's single sample; None when it has none (or NaN).
 
@@ -224,7 +277,20 @@ class PrometheusSource(MetricSource):
             MetricsUnavailable: Prometheus cannot be reached, answers with an HTTP error or
                 `status: error`, or returns something other than one vector sample.
         """
-        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        result = self._get(promql)
+        if len(result) > 1:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.url} answered {promql!r} with {len(result)} samples, not "
+                "one: is `extra_selector` too broad?"
+            )
+        return _sample(result[0]) if result else None
+
+    def _get(self, promql: str) -> list[Any]:
+        """The result vector of an instant query (at `self.at` when set)."""
+        params = {"query": promql}
+        if self.at is not None:
+            params["time"] = f"{self.at:.3f}"
+        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(address, timeout=self.timeout_s) as response:
                 payload = json.load(response)
@@ -245,7 +311,7 @@ class PrometheusSource(MetricSource):
                 f"Prometheus at {self.url} answered {promql!r} with something that is not "
                 "JSON: is the URL Prometheus's root?"
             ) from None
-        return _sample(payload, self.url, promql)
+        return _vector(payload, self.url, promql)
 
 
 class ProbeSource(MetricSource):
@@ -419,8 +485,12 @@ def _count(value: float | None) -> int:
     return 0 if value is None else max(0, round(value))
 
 
-def _sample(payload: object, url: str, promql: str) -> float | None:
-    """The one sample of an instant vector, None for an empty vector or NaN."""
+def _vector(payload: object, url: str, promql: str) -> list[Any]:
+    """The samples of an instant vector answer.
+
+    Raises:
+        MetricsUnavailable: the answer is an error or not a vector.
+    """
     if not isinstance(payload, dict) or payload.get("status") != "success":
         error = payload.get("error") if isinstance(payload, dict) else None
         raise MetricsUnavailable(
@@ -428,18 +498,22 @@ def _sample(payload: object, url: str, promql: str) -> float | None:
         )
     data = payload.get("data")
     result = data.get("result") if isinstance(data, dict) else None
-    if not isinstance(result, list) or len(result) > 1:
-        raise MetricsUnavailable(
-            f"Prometheus at {url} answered {promql!r} with {data!r}, not one sample: "
-            "is `extra_selector` too broad?"
-        )
-    if not result:
-        return None
+    if not isinstance(result, list):
+        raise MetricsUnavailable(f"Prometheus at {url} answered {promql!r} with {data!r}")
+    return result
+
+
+def _sample(sample: Any) -> float | None:
+    """One sample's value, None for NaN.
+
+    Raises:
+        MetricsUnavailable: the sample is malformed.
+    """
     try:
-        value = float(result[0]["value"][1])
+        value = float(sample["value"][1])
     except (KeyError, IndexError, TypeError, ValueError):
         raise MetricsUnavailable(
-            f"Prometheus at {url} answered {promql!r} with a malformed sample {result[0]!r}"
+            f"Prometheus answered with a malformed sample {sample!r}"
         ) from None
     return None if math.isnan(value) else value
 

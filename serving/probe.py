@@ -132,7 +132,7 @@ async def probe(
 
         async def one(prompt: ProbePrompt) -> Record:
             async with gate:
-                return await _request(session, url, prompt, model, max_tokens, timeout_s)
+                return await request_once(session, url, prompt, model, max_tokens, timeout_s)
 
         records = list(await asyncio.gather(*(one(p) for p in prompts)))
     _fill_prompt_tokens(records, prompts)
@@ -188,7 +188,7 @@ def write_records(records: Sequence[Record], path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-async def _request(
+async def request_once(
     session: aiohttp.ClientSession,
     url: str,
     prompt: ProbePrompt,

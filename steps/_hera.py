@@ -49,3 +49,20 @@ global_config.set_class_defaults(
     image=IMAGE,
     termination_message_policy=TERMINATION_MESSAGE_POLICY,
 )
+
+
+def save_outputs(values: dict[str, str]) -> None:
+    """Write output parameters where Hera's runner would, for a step about to fail.
+
+    The runner writes a step's outputs only when its function returns. A judged stage that
+    fails (exit 1) still has its verdict and evidence to give: Argo collects the output files
+    of a failed container too, and exports their `globalName`s, so the release can record why
+    a candidate stopped where it did.
+    """
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("hera__outputs_directory", "/tmp/hera-outputs")) / "parameters"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in values.items():
+        (folder / name).write_text(value)

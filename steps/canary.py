@@ -23,10 +23,22 @@ REPORT_DIR = "/tmp/llmflow/canary"
 
 
 class StageVerdict(Output):
-    """The stage's verdict and why."""
+    """The stage's verdict, why, and the evidence a release records.
+
+    `evidence` is also the workflow's global output `canary-evidence`: each stage overwrites
+    it, so it holds the last stage judged, the furthest the canary got (all before it passed).
+    """
 
     verdict: Annotated[str, Parameter(name="verdict", description="PASS, FAIL or INCONCLUSIVE")]
     reason: Annotated[str, Parameter(name="reason", description="what decided it")]
+    evidence: Annotated[
+        str,
+        Parameter(
+            name="evidence",
+            description="JSON: stage, verdict, reason, each check's verdict and interval",
+            global_name="canary-evidence",
+        ),
+    ]
 
 
 @script(outputs=[Artifact(name="report", path=REPORT_DIR)])
@@ -55,11 +67,12 @@ def analyse_canary(
 ) -> StageVerdict:
     """Judge the canary at one traffic stage; fail unless it passes."""
     from serving.analysis import ProbeSettings, analyse_stage
-    from serving.canary_report import write_stage_report
+    from serving.canary_report import stage_evidence, write_stage_report
     from serving.endpoints import resolve
     from serving.metrics import PrometheusSource
     from serving.policy import CanaryPolicy
     from serving.probe_sets import load_probe_set
+    from steps._hera import save_outputs
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -86,11 +99,19 @@ def analyse_canary(
         settle_s=2 * scrape_interval,
     )
     write_stage_report(folder, analysis)
+    outputs = {
+        "verdict": analysis.verdict,
+        "reason": analysis.reason,
+        "evidence": json.dumps(stage_evidence(analysis)),
+    }
     line = f"canary {analysis.verdict} at {stage}% traffic: {analysis.reason}"
     if analysis.verdict != "PASS":
+        save_outputs(outputs)  # the release records why the canary stopped here
         # The last log line becomes the node's message (FallbackToLogsOnError): the verdict
         # and its reason, not a traceback.
         log.error(line)
         raise SystemExit(1)
     log.info(line)
-    return StageVerdict(verdict=analysis.verdict, reason=analysis.reason)
+    return StageVerdict(
+        verdict=outputs["verdict"], reason=outputs["reason"], evidence=outputs["evidence"]
+    )

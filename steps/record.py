@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from steps._hera import S3_ENV
 from steps.errors import StepError
 from steps.releases import OUTCOMES, RecordStore, ReleaseRecord, release_id, utc_now
+from steps.releases.path import describe_path, promotion_path
 
 
 class RecordedRelease(Output):
@@ -56,6 +57,12 @@ def record_release(
         str, Parameter(name="evaluation", description="JSON {passed, decision, report, results}")
     ] = "",
     canary: Annotated[str, Parameter(name="canary", description="JSON {stages, report}")] = "",
+    shadow_evidence: Annotated[
+        str, Parameter(name="shadow-evidence", description="JSON: analyse-shadow's evidence")
+    ] = "",
+    canary_evidence: Annotated[
+        str, Parameter(name="canary-evidence", description="JSON: the last canary stage's")
+    ] = "",
     started_at: Annotated[
         str, Parameter(name="started-at", description="ISO 8601 start, e.g. 2025-03-01T12:00:00Z")
     ] = "",
@@ -73,6 +80,22 @@ def record_release(
         release = release_id(workflow_name, started)
     except ValueError as exc:
         raise StepError(f"workflow-name: {exc}") from None
+    summaries = {
+        "evaluation": _summary(_json("evaluation", evaluation)),
+        "canary": _summary(_json("canary", canary)),
+    }
+    production = {
+        "version": (summaries["canary"] or {}).get("version"),
+        "digest": weights_digest or None,
+    }
+    path = promotion_path(
+        outcome,
+        reason,
+        summaries["evaluation"],
+        _json("shadow-evidence", shadow_evidence),
+        _json("canary-evidence", canary_evidence),
+        {k: v for k, v in production.items() if v},
+    )
     fields: dict[str, Any] = {
         "model": model_name,
         "release": release,
@@ -86,8 +109,9 @@ def record_release(
         "weights": {"uri": weights_uri, "digest": weights_digest or None} if weights_uri else None,
         "images": _json("images", images),
         "training": _summary(_json("training", training)),
-        "evaluation": _summary(_json("evaluation", evaluation)),
-        "canary": _summary(_json("canary", canary)),
+        "evaluation": summaries["evaluation"],
+        "canary": summaries["canary"],
+        "stages": path or None,
     }
     try:
         record = ReleaseRecord.model_validate(fields)
@@ -100,6 +124,8 @@ def record_release(
     uri = store.put(record)
     log = logging.getLogger(__name__)
     log.info("recorded release %s of %s (%s) at %s", release, model_name, outcome, uri)
+    if path:
+        log.info("promotion path: %s", describe_path(path))
     if outcome == "production":
         aliases = store.promote(model_name, release)
         log.info(

@@ -1,8 +1,8 @@
 """`make demo` end to end: the release pipeline takes the tiny model to production, twice.
 
-The first release (fetch, images, fine-tune, evaluate, canary) reaches production; the second,
-a candidate served with `--max-num-seqs 1`, fails its canary and is rolled back, and
-production stays the first.
+The first release (fetch, images, fine-tune, evaluate, shadow, canary) reaches production; the
+second, a candidate served with `--max-num-seqs 1`, fails its shadow and is rolled back before
+any user was served by it, and production stays the first.
 """
 
 import json
@@ -38,18 +38,22 @@ def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
     routes = [o for o in serving["objects"] if o["kind"] == "HTTPRoute"]
     assert routes and all("canary" not in json.dumps(r) for r in routes)
 
-    # The bad release was rolled back, and said why: its canary failed on latency.
+    # The bad release was rolled back in its shadow, and said why: latency under the users'
+    # mirrored requests. The users, whose requests were mirrored to it, saw no failure.
     assert "release rolled-back" in outputs["second_message"]
     artifacts = root / "runs" / outputs["second"] / "artifacts"
-    stages = [json.loads(p.read_text()) for p in sorted(artifacts.rglob("stage-*.json"))]
-    failed = [
-        name
-        for stage in stages
-        if stage["verdict"] == "FAIL"
-        for name, check in stage["probe"]["checks"].items()
-        if check["verdict"] == "FAIL"
+    [shadow] = [json.loads(p.read_text()) for p in artifacts.rglob("shadow.json")]
+    assert shadow["verdict"] == "FAIL"
+    failed = [n for n, c in shadow["live"]["checks"].items() if c["verdict"] == "FAIL"]
+    assert {"live_ttft_p50", "live_e2e_p50"} & set(failed), shadow["live"]["checks"]
+    assert not list(artifacts.rglob("stage-*.json"))  # no canary stage: no user served by it
+    [passed] = [
+        json.loads(p.read_text())
+        for p in (root / "runs" / outputs["first"] / "artifacts").rglob("shadow.json")
     ]
-    assert any(name.startswith(("ttft", "e2e")) for name in failed), failed
+    assert passed["verdict"] == "PASS"
+    assert outputs["shadow_windows"] == "2"
+    assert outputs["user_errors"] == "0" and int(outputs["user_answers"]) > 100
     store = RecordStore.open(outputs["records"])
     records = {r.workflow.name: r for r in store.list("tiny-llama") if r.workflow}
     first, second = records[outputs["first"]], records[outputs["second"]]
@@ -57,6 +61,16 @@ def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
     assert first.weights is not None and first.weights.uri == outputs["checkpoint"]
     assert first.evaluation is not None and first.evaluation.passed
     assert first.images and set(first.images) == {"steps", "serving"}
+    # Each record keeps its promotion path, with the evidence of every stage.
+    assert first.stages is not None and second.stages is not None
+    assert [(s.name, s.verdict) for s in first.stages] == [
+        ("staging", "PASS"),
+        ("shadow", "PASS"),
+        ("canary", "PASS"),
+        ("production", "PASS"),
+    ]
+    assert [(s.name, s.verdict) for s in second.stages] == [("staging", "PASS"), ("shadow", "FAIL")]
+    assert second.stages[1].evidence and second.stages[1].evidence["checks"]
     production = store.alias("tiny-llama", "production")
     assert production is not None and production.release == first.release
 
@@ -66,4 +80,5 @@ def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
     )
     assert shown.exit_code == 0, shown.output
     assert first.release in shown.output and "production" in shown.output
+    assert "staging PASS -> shadow PASS -> canary PASS -> production PASS" in shown.output
     assert int(outputs["reports"]) >= 4  # gate page and chart, canary charts of both

@@ -3,17 +3,20 @@
 One platform serves a sequence of releases of the tiny model, as a team's cluster would:
 
 1. the base model, the first release: deployed directly as stable;
-2. the fine-tuned model: a canary through every stage, promoted;
-3. the base model again: worse answers, rolled back on quality;
-4. a good canary while Prometheus cannot be reached: rolled back, the reason in the report;
-5. weights vLLM cannot load: the canary never becomes ready, rolled back before any traffic
+2. the fine-tuned model: shadowed (live traffic mirrored to it), then a canary through every
+   stage, promoted;
+3. the fine-tuned model served with `--max-num-seqs 1`: slow under the mirrored load, it fails
+   its shadow and is rolled back before any user was served by it;
+4. the base model again: worse answers, rolled back on quality;
+5. a good canary while Prometheus cannot be reached: rolled back, the reason in the report;
+6. weights vLLM cannot load: the canary never becomes ready, rolled back before any traffic
    moved;
-6. a good canary whose run is interrupted mid-analysis: stable serves everything afterwards.
+7. a good canary whose run is interrupted mid-analysis: stable serves everything afterwards.
 
-A config regression rolled back on latency (`--max-num-seqs 1`) is the demo's second release
-(`tests/test_demo.py`), through the release pipeline.
-
-A background client sends requests through the gateway the whole time; none may fail.
+A background client sends requests through the gateway the whole time, and users (streamed,
+three in flight) while a shadow is open, as the demo has them; none may fail. Only the two shadowed
+releases have a shadow stage (`serving.shadow` of releases/tiny.yaml); the others go straight
+to the canary, which is what they test.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Any
 import pytest
 import yaml
 
+from serving.probe_sets import load_probe_set
+from serving.traffic import ShadowUsers, Traffic
 from tests.vllm_server import require_vllm
 from workflows.local.platform import LocalPlatform
 
@@ -49,9 +54,11 @@ GATEWAY = f"llmflow-gateway.{NAMESPACE}"
 QUESTION = "Question: What is 3 plus 4?\nAnswer:"
 
 
-def spec_file(folder: Path, name: str, **serving: Any) -> Path:
-    """releases/tiny.yaml with serving settings changed."""
+def spec_file(folder: Path, name: str, shadow: bool = False, **serving: Any) -> Path:
+    """releases/tiny.yaml with serving settings changed; its shadow stage only if asked."""
     spec = yaml.safe_load((ROOT / "releases" / "tiny.yaml").read_text())
+    if not shadow:
+        del spec["serving"]["shadow"]
     spec["serving"].update(serving)
     # Two stages keep the suite's time in bounds; the stages themselves are what is tested.
     spec["serving"]["canary"]["stages"] = [50, 100]
@@ -139,6 +146,35 @@ class BackgroundClient:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=120)
+
+
+class FollowRuns:
+    """Calls `update` with the newest run's status every 0.3 s, while in a `with` block."""
+
+    def __init__(self, root: Path, update: Any) -> None:
+        self.root = root
+        self.update = update
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> FollowRuns:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.3):
+            runs = sorted(
+                (self.root / "runs").glob("*/status.json"), key=lambda p: p.stat().st_mtime
+            )
+            if runs:
+                try:
+                    self.update(json.loads(runs[-1].read_text()))
+                except (OSError, ValueError):
+                    continue  # a status being rewritten: read it next time
 
 
 def platform(root: Path) -> LocalPlatform:
@@ -230,6 +266,8 @@ def releases(
         "vllm_args"
     ]
     good = spec_file(specs, "good")
+    shadowed = spec_file(specs, "shadowed", shadow=True)
+    slow = spec_file(specs, "slow", shadow=True, vllm_args=[*base_args, "--max-num-seqs", "1"])
     reseeded = spec_file(specs, "reseeded", vllm_args=[*base_args, "--seed", "1"])
     other = spec_file(specs, "other", vllm_args=[*base_args, "--seed", "2"])
     client = BackgroundClient(root)
@@ -238,13 +276,25 @@ def releases(
         out["first"] = run_deploy(root, good, tiny_model)
         out["first_answer"] = complete(gateway_url(root), QUESTION)
         client.start()
-        out["promoted"] = run_deploy(root, good, fine_tuned)
-        out["promoted_answer"] = complete(gateway_url(root), QUESTION)
-        out["after_promotion"] = {
-            "weights": route_weights(root),
-            "stable": deployment(root, "stable"),
-            "canary": deployment(root, "canary"),
-        }
+        users = ShadowUsers(
+            lambda: Traffic(gateway_url(root), "tiny-llama", load_probe_set("tiny"), concurrency=3)
+        )
+        out["users"] = users
+        with FollowRuns(root, users.update):
+            out["promoted"] = run_deploy(root, shadowed, fine_tuned)
+            out["promoted_answer"] = complete(gateway_url(root), QUESTION)
+            out["after_promotion"] = {
+                "weights": route_weights(root),
+                "stable": deployment(root, "stable"),
+                "canary": deployment(root, "canary"),
+            }
+            out["slow"] = run_deploy(root, slow, fine_tuned)
+            out["after_slow"] = {
+                "route": platform(root).get("HTTPRoute", NAMESPACE, "tiny-llama"),
+                "canary": deployment(root, "canary"),
+            }
+        out["users_saw"] = users.stop()
+        out["user_windows"] = users.windows
         out["worse"] = run_deploy(root, good, tiny_model)
         out["blind"] = run_deploy(
             root, reseeded, fine_tuned, "--set", "prometheus-url=http://127.0.0.1:9"
@@ -261,6 +311,8 @@ def releases(
         yield out
     finally:
         client.stop()
+        if "users" in out:
+            out["users"].stop()
         stopped = subprocess.run(
             [LLMFLOW, "local", "--root", str(root), "down"], timeout=120, capture_output=True
         )
@@ -276,10 +328,31 @@ def test_the_first_release_is_deployed_directly(releases: dict[str, Any]) -> Non
     assert releases["first_answer"].strip() != "7"  # the base model cannot add
 
 
-def test_a_good_canary_is_promoted(releases: dict[str, Any]) -> None:
+def shadow_report(run: dict[str, Any]) -> dict[str, Any]:
+    report = run["dir"] / "artifacts" / run["nodes"]["analyse-shadow"]["id"] / "report"
+    data: dict[str, Any] = json.loads((report / "shadow.json").read_text())
+    return data
+
+
+def test_a_good_candidate_passes_its_shadow_then_the_canary_and_is_promoted(
+    releases: dict[str, Any],
+) -> None:
     run = releases["promoted"]
     assert run["status"]["phase"] == "Succeeded", run["stderr"]
     version = outputs(run["nodes"]["plan-rollout"])["version"]
+    assert outputs(run["nodes"]["analyse-shadow"])["verdict"] == "PASS"
+    shadow = shadow_report(run)
+    assert shadow["verdict"] == "PASS" and shadow["fraction"] == 0.5
+    live = shadow["live"]
+    # The window closed on the candidate's mirrored requests; stable served every user.
+    assert live["candidate"]["requests"] >= 150
+    assert live["stable"]["requests"] > live["candidate"]["requests"]
+    for name in ("live_error_rate", "live_ttft_p50", "live_e2e_p50"):
+        assert live["checks"][name]["verdict"] == "PASS", live["checks"][name]
+    assert shadow["quality"]["verdict"] in ("PASS", "SKIPPED")
+    # The shadow ran before any traffic moved to the canary.
+    started = {n: run["nodes"][n]["startedAt"] for n in ("analyse-shadow", "stage-50")}
+    assert started["analyse-shadow"] < started["stage-50"]
     for stage in ("analyse-50", "analyse-100"):
         assert outputs(run["nodes"][stage])["verdict"] == "PASS"
     assert phase(run, "promote") == "Succeeded"
@@ -291,6 +364,28 @@ def test_a_good_canary_is_promoted(releases: dict[str, Any]) -> None:
     assert after["stable"]["status"]["readyReplicas"] == 1
     # Through the gateway, the new model answers.
     assert releases["promoted_answer"].strip() == "7"
+
+
+def test_a_slow_candidate_fails_its_shadow_and_users_never_notice(
+    releases: dict[str, Any],
+) -> None:
+    run = releases["slow"]
+    assert run["status"]["phase"] == "Failed", run["stderr"]
+    assert phase(run, "analyse-shadow") == "Failed"
+    assert phase(run, "stage-50") == "Omitted"  # no user was ever served by it
+    assert phase(run, "rollback") == "Succeeded"
+    shadow = shadow_report(run)
+    assert shadow["verdict"] == "FAIL"
+    failed = [n for n, c in shadow["live"]["checks"].items() if c["verdict"] == "FAIL"]
+    assert {"live_ttft_p50", "live_e2e_p50"} & set(failed), shadow["live"]["checks"]
+    assert shadow["reason"][:60] in str(run["nodes"]["analyse-shadow"]["message"])
+    after = releases["after_slow"]
+    assert after["canary"] is None
+    assert "filters" not in json.dumps(after["route"]["spec"])  # the mirror is gone
+    # The users, streaming three at a time through the mirror in both shadows, saw no failure.
+    assert releases["user_windows"] == 2
+    seen = releases["users_saw"]
+    assert seen.ok > 300 and seen.failed == {}
 
 
 def _rolled_back(run: dict[str, Any], failed_stage: str) -> dict[str, Any]:

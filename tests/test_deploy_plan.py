@@ -61,6 +61,7 @@ def test_the_canary_is_unrolled_into_visible_stages(workflow: dict) -> None:
     templates = {t["name"]: t for t in workflow["spec"]["templates"]}
     tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
     assert [n for n in tasks if n.startswith("analyse-")] == [
+        "analyse-shadow",  # releases/tiny.yaml shadows first (tests/test_shadow.py)
         "analyse-10",
         "analyse-50",
         "analyse-100",
@@ -71,7 +72,8 @@ def test_the_canary_is_unrolled_into_visible_stages(workflow: dict) -> None:
     for task in ("deploy-canary", "stage-10", "analyse-10", "stage-100", "analyse-100"):
         assert {f"{task}.Failed", f"{task}.Errored"} <= set(rollback_on), task
     assert not any(d.startswith(("promote", "route-promoted")) for d in rollback_on)
-    assert tasks["stage-10"]["depends"].startswith("deploy-canary.Succeeded")
+    assert tasks["start-shadow"]["depends"].startswith("deploy-canary.Succeeded")
+    assert tasks["stage-10"]["depends"] == "analyse-shadow.Succeeded"
     route = templates["set-weights-10"]["resource"]["manifest"]
     assert "weight: 90" in route and "weight: 10" in route
     # Stopped or failed midway: the exit handler puts stable back; one rollout per model.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -189,3 +190,32 @@ def test_live_checks_leave_the_verdict_to_the_probe() -> None:
     failing = live_checks(arm(1000, 2), arm(1000, 80), CanaryPolicy())
     assert _overall(failing, 0.95)[0] == "FAIL"
     json.dumps([c.__dict__ for c in failing])  # JSON-ready for the report
+
+
+def test_prometheus_buckets_count_the_window_and_read_at_a_time(
+    vllm_tiny: VLLMServer, prometheus: PrometheusServer
+) -> None:
+    source = PrometheusSource(prometheus.url, window="5m")
+    send(vllm_tiny, 1)
+    prometheus.wait_for(
+        lambda: source.requests("v1") >= 1, "Prometheus to scrape vllm_tiny's counters"
+    )
+    time.sleep(2.5)  # a scrape after the baseline request
+    before_at = time.time()
+    before = source.buckets("e2e", "v1")
+    requests_before = source.requests("v1")
+    send(vllm_tiny, 9)
+    prometheus.wait_for(
+        lambda: source.buckets("e2e", "v1")[-1][1] >= before[-1][1] + 9,
+        "the 9 requests to show in the e2e histogram",
+    )
+    after = source.buckets("e2e", "v1")
+    bounds = [b for b, _ in after]
+    counts = [c for _, c in after]
+    assert bounds == sorted(bounds) and bounds[-1] == float("inf")
+    assert counts == sorted(counts)  # cumulative
+    assert after[-1][1] == before[-1][1] + 9
+    assert source.requests("v1") == requests_before + 9
+    # Evaluated at a time before the 9 requests, the window does not hold them.
+    past = PrometheusSource(prometheus.url, window="5m", at=before_at)
+    assert past.buckets("e2e", "v1")[-1][1] == before[-1][1]

@@ -37,6 +37,7 @@ from steps.releases import (
     ReleaseRecord,
     release_id,
 )
+from steps.releases.path import promotion_path
 from workflows.api import RunResult
 from workflows.exceptions import SpecError
 from workflows.local.s3 import LocalS3, free_port
@@ -769,3 +770,97 @@ def test_the_records_section_names_a_bad_value(records: dict[str, str], message:
     with pytest.raises(SpecError, match=message.replace("(", r"\(")) as raised:
         parse_spec(data)
     assert "records" in str(raised.value)
+
+
+# The promotion path ---------------------------------------------------------------------
+
+SHADOW_PASS = {
+    "verdict": "PASS",
+    "reason": "every check within tolerance under mirrored live traffic",
+    "fraction": 0.5,
+    "window_s": 41.2,
+    "requests": {"stable": 310, "candidate": 152},
+    "checks": {
+        "live_ttft_p50": {"verdict": "PASS", "estimate": 0.9, "interval": [0.5, 1.6], "limit": 3},
+        "live_error_rate": {"verdict": "PASS", "estimate": 0, "interval": [-0.01, 0.02]},
+    },
+}
+CANARY_LAST = {"stage": 100, "verdict": "PASS", "reason": "probe: every check", "checks": {}}
+
+
+def test_a_promoted_release_records_every_stage_with_its_evidence(file_uri: str) -> None:
+    result = record_release(
+        **step_inputs(  # type: ignore[arg-type]
+            file_uri,
+            shadow_evidence=json.dumps(SHADOW_PASS),
+            canary_evidence=json.dumps(CANARY_LAST),
+        )
+    )
+    record = ReleaseRecord.model_validate_json(read_object(result.record))
+    assert record.stages is not None
+    assert [(s.name, s.verdict) for s in record.stages] == [
+        ("staging", "PASS"),
+        ("shadow", "PASS"),
+        ("canary", "PASS"),
+        ("production", "PASS"),
+    ]
+    assert record.stages[0].evidence == {"decision": "PASS a\nPASS b"}
+    assert record.stages[1].evidence == SHADOW_PASS
+    assert record.stages[3].evidence == {"version": "v2", "digest": "sha256:" + "ab" * 32}
+
+    shown = CliRunner().invoke(releases_group, ["show", MODEL, "--records", file_uri])
+    assert shown.exit_code == 0, shown.output
+    assert "path        staging PASS -> shadow PASS -> canary PASS -> production PASS" in (
+        shown.output
+    )
+    assert "window 41.2 s, fraction 0.5, requests 152 candidate / 310 stable" in shown.output
+    assert "live_ttft_p50 PASS [0.5, 1.6] limit 3" in shown.output
+
+
+def test_a_release_stopped_in_its_shadow_records_why_and_moves_no_alias(file_uri: str) -> None:
+    failed = {**SHADOW_PASS, "verdict": "FAIL", "reason": "regression shown by: live_ttft_p50"}
+    result = record_release(
+        **step_inputs(  # type: ignore[arg-type]
+            file_uri,
+            outcome="rolled-back",
+            reason="the deploy stage failed",
+            shadow_evidence=json.dumps(failed),
+            canary=json.dumps({"mode": "", "version": ""}),
+        )
+    )
+    record = ReleaseRecord.model_validate_json(read_object(result.record))
+    assert record.stages is not None
+    assert [(s.name, s.verdict) for s in record.stages] == [("staging", "PASS"), ("shadow", "FAIL")]
+    assert record.stages[1].reason == "regression shown by: live_ttft_p50"
+    assert RecordStore.open(file_uri).aliases(MODEL).production is None
+
+
+@pytest.mark.parametrize(
+    ("outcome", "evaluation", "canary", "expected"),
+    [
+        ("gate-failed", {"passed": "false"}, None, [("staging", "FAIL")]),
+        (
+            "rolled-back",
+            {"passed": True},
+            {"stage": 50, "verdict": "PASS"},  # passed 50%, the next stage never judged
+            [("staging", "PASS"), ("canary", "FAIL")],
+        ),
+        (
+            "failed",
+            {"passed": True},
+            {"stage": 100, "verdict": "PASS"},  # every stage passed, the promotion failed
+            [("staging", "PASS"), ("canary", "PASS"), ("production", "FAIL")],
+        ),
+        ("failed", None, None, []),
+    ],
+)
+def test_the_path_stops_where_the_release_did(
+    outcome: str,
+    evaluation: dict[str, Any] | None,
+    canary: dict[str, Any] | None,
+    expected: list[tuple[str, str]],
+) -> None:
+    path = promotion_path(outcome, "the deploy stage failed", evaluation, None, canary, None)
+    assert [(s.name, s.verdict) for s in path] == expected
+    if canary and canary["stage"] == 50:
+        assert path[-1].reason == "stopped after 50%: the deploy stage failed"

@@ -8,13 +8,18 @@
    torch wheel index when download.pytorch.org is out of reach),
 4. serve the base model: the `deploy` pipeline's first release (vLLM behind the local
    nginx gateway, scraped by a local Prometheus),
+   While a shadow is open, a client plays the users (`serving.traffic`): streamed
+   requests through the gateway, three in flight,
 5. release: the `release` pipeline, started with the Python API (`workflows.api.submit`)
    on the local engine: fetch, build the images, fine-tune with two replicas, evaluate and
-   gate, canary the fine-tuned model stage by stage, promote, record,
+   gate, shadow the fine-tuned model (the users' requests mirrored to it), canary it stage
+   by stage, promote, record,
 6. ask the gateway a question with the `openai` client,
 7. release a deliberately bad candidate (the same model served with `--max-num-seqs 1`,
-   slow under load): its canary fails and is rolled back; production stays the first,
-8. print the release record, where each report is, and the time it all took.
+   slow under load): its shadow fails and it is rolled back before any user was served by
+   it; production stays the first,
+8. print the release record, what the users saw, where each report is, and the time it all
+   took.
 
 What it serves stays up (`llmflow local status`) until `llmflow local down`.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -86,9 +92,11 @@ def run_demo(
         for line in down(root):  # a demo starts from nothing served
             console.print(line, highlight=False)
         _submit("deploy", good, root, env, {"candidate": spec.model.source})
+        users = _users(root, spec)
+        stack.callback(users.stop)
 
         _section("5. release the fine-tuned model: `llmflow submit release` on this machine")
-        first = _submit("release", good, root, env, overrides)
+        first = _submit("release", good, root, env, overrides, users.update)
         outputs.update(first=first.name, checkpoint=first.outputs["checkpoint"])
         outputs["version"] = first.outputs["version"]
 
@@ -96,17 +104,43 @@ def run_demo(
         outputs.update(_ask(root, spec))
 
         _section("7. release a bad candidate: the same model, served with --max-num-seqs 1")
+        console.print("its shadow should fail: the users' requests, mirrored, queue on it")
         bad = _write_spec(_slow(spec), workdir / "tiny-slow.yaml")
-        second = _submit("release", bad, root, env, overrides, expect="Failed")
+        second = _submit("release", bad, root, env, overrides, users.update, expect="Failed")
         outputs.update(second=second.name, second_message=second.message)
         _templates(good, root, quiet=True)  # the platform's templates are the good spec's again
+        seen = users.stop()
+        outputs.update(users=seen.line(), user_errors=str(seen.errors), user_answers=str(seen.ok))
+        outputs["shadow_windows"] = str(users.windows)
 
     _section("8. the record, and where to look")
+    console.print(f"the users saw, in both shadows: {outputs['users']}", highlight=False)
     outputs.update(_show(spec, records, root, first.name, second.name))
     minutes = (time.monotonic() - started) / 60
     outputs["minutes"] = f"{minutes:.1f}"
     console.print(f"the whole lifecycle took {minutes:.1f} min", highlight=False)
     return outputs
+
+
+def _users(root: Path, spec: ReleaseSpec) -> Any:
+    """Users for the shadows: streamed requests through the gateway, three in flight.
+
+    A shadow judges the candidate on live traffic, and locally nobody sends any: these users
+    send it while a shadow window is open (`serving.traffic.ShadowUsers`).
+    """
+    from serving.labels import served_name
+    from serving.probe_sets import load_probe_set
+    from serving.traffic import ShadowUsers, Traffic
+    from workflows.local.kinds.overview import status
+
+    assert spec.serving is not None
+    gateway = next(iter(status(root)["gateways"].values()))
+    prompts = load_probe_set(spec.serving.probe.prompts)
+    console.print(
+        f"users: 3 streamed requests in flight through {gateway} while a shadow is open",
+        highlight=False,
+    )
+    return ShadowUsers(lambda: Traffic(gateway, served_name(spec), prompts, concurrency=3))
 
 
 def _write_spec(spec: ReleaseSpec, path: Path) -> Path:
@@ -178,6 +212,7 @@ def _submit(
     root: Path,
     env: dict[str, str],
     parameters: dict[str, str],
+    follow: Callable[[dict[str, Any]], None] | None = None,
     expect: str = "Succeeded",
 ) -> Any:
     """Run a pipeline with the Python API on the local engine, with a live view."""
@@ -186,7 +221,13 @@ def _submit(
     from workflows.local.view import render
 
     view = LiveView(console)
-    target = Local(root=root, env=env, on_change=view.on_change)
+
+    def on_change(run: Any) -> None:
+        view.on_change(run)
+        if follow is not None:
+            follow(run.status())
+
+    target = Local(root=root, env=env, on_change=on_change)
     with view:
         result = submit(pipeline, spec_path, parameters=parameters, target=target).wait()
     status = RunStore(root.resolve(), result.name).read_status()
@@ -240,6 +281,8 @@ def _show(spec: ReleaseSpec, records: str, root: Path, first: str, second: str) 
     reports = {  # the steps' output artifacts, as the Argo UI lists them
         "gate report": sorted((runs / first / "artifacts").rglob("index.html")),
         "gate chart": sorted((runs / first / "artifacts").rglob("gate.png")),
+        "shadow (passed)": sorted((runs / first / "artifacts").rglob("shadow.json")),
+        "shadow (failed)": sorted((runs / second / "artifacts").rglob("shadow.json")),
         "canary stages (promoted)": sorted((runs / first / "artifacts").rglob("stage-*.png")),
         "canary stages (rolled back)": sorted((runs / second / "artifacts").rglob("stage-*.png")),
     }

@@ -2,9 +2,14 @@
 
     fetch-weights -> find-stable -> plan-rollout
       first release:  deploy-first -> route-first
-      otherwise:      deploy-canary -> for each stage: set-weights-N -> analyse-N
+      otherwise:      deploy-canary -> [start-shadow -> analyse-shadow]
+                      -> for each stage: set-weights-N -> analyse-N
                       -> promote (stable moved to the new version, ready) -> route-promoted
                       -> retire-canary;  any failure -> rollback -> remove-canary
+
+With `serving.shadow`, the candidate is first shadowed: the route keeps all traffic on stable
+and mirrors a fraction of it to the candidate, whose answers are measured and discarded; a
+shadow that does not pass rolls back before any user was served by the candidate.
 
 Every cluster change is an Argo resource template (apply, get, delete) with success and failure
 conditions, and every decision is a task's phase, so the Argo UI shows each stage. Argo's DAG
@@ -18,7 +23,6 @@ from interleaving.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import yaml
@@ -28,6 +32,7 @@ from hera.workflows.models import Mutex, Synchronization, ValueFrom
 from serving import deployment, labels, monitoring, routing
 from steps.canary import analyse_canary
 from steps.deploy import plan_rollout
+from steps.shadow import analyse_shadow
 from workflows._common import (
     fetch_model,
     main_input,
@@ -39,6 +44,7 @@ from workflows._common import (
 from workflows.exceptions import SpecError
 from workflows.pipelines import Pipeline
 from workflows.spec import ReleaseSpec
+from workflows.spec_base import duration_s
 
 NAME = "deploy"
 
@@ -186,6 +192,15 @@ def build(spec: ReleaseSpec) -> Workflow:
         hpa = monitoring.build_hpa(spec, labels.STABLE)
         if hpa is not None:
             platform.append(_apply("apply-hpa", hpa))
+        if sv.shadow is not None:
+            shadow_route = _apply(
+                "start-shadow",
+                routing.build_httproute(
+                    spec,
+                    {labels.STABLE: 100},
+                    mirror=routing.Mirror(labels.CANARY, sv.shadow.fraction),
+                ),
+            )
         weights = {
             stage: _apply(
                 f"set-weights-{stage}",
@@ -257,6 +272,20 @@ def build(spec: ReleaseSpec) -> Workflow:
             previous = "deploy-canary.Succeeded && apply-service-canary.Succeeded"
             # A task that failed or errored (pod evicted, executor error) before promotion.
             failures = ["deploy-canary.Failed", "deploy-canary.Errored"]
+            if sv.shadow is not None:
+                # Users stay on stable; the candidate answers mirrored copies, judged first.
+                shadow_route(depends=previous)
+                analyse_shadow(
+                    name="analyse-shadow",
+                    depends="start-shadow.Succeeded",
+                    arguments=_shadow_arguments(spec, workflow),
+                )
+                previous = "analyse-shadow.Succeeded"
+                failures.extend(
+                    f"{task}.{phase}"
+                    for task in ("start-shadow", "analyse-shadow")
+                    for phase in ("Failed", "Errored")
+                )
             for index, stage in enumerate(sv.canary.stages):
                 weights[stage](name=f"stage-{stage}", depends=previous)
                 analyse_canary(
@@ -278,7 +307,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                         "extensions": param(workflow, "extensions"),
                         "policy": param(workflow, "policy"),
                         "offset": str(index * sv.probe.requests * (1 + sv.canary.extensions)),
-                        "scrape-interval": str(_seconds(sv.scrape_interval)),
+                        "scrape-interval": str(duration_s(sv.scrape_interval)),
                     },
                 )
                 previous = f"analyse-{stage}.Succeeded"
@@ -301,6 +330,32 @@ def build(spec: ReleaseSpec) -> Workflow:
     return workflow
 
 
+def _shadow_arguments(spec: ReleaseSpec, workflow: Workflow) -> dict[str, str]:
+    """The analyse-shadow step's arguments: the two Services, the window, probe and policy."""
+    assert spec.serving is not None and spec.serving.shadow is not None
+    shadow = spec.serving.shadow
+    return {
+        "stable-url": _service_url(spec, labels.STABLE),
+        "candidate-url": _service_url(spec, labels.CANARY),
+        "served-name": param(workflow, "served-name"),
+        "stable-version": "{{tasks.find-stable.outputs.parameters.version}}",
+        "candidate-version": VERSION,
+        "prometheus-url": param(workflow, "prometheus-url"),
+        "fraction": f"{shadow.fraction:g}",
+        "duration": f"{duration_s(shadow.duration):g}" if shadow.duration else "0",
+        "shadow-requests": str(shadow.requests or 0),
+        "window-timeout": f"{duration_s(shadow.timeout):g}",
+        "prompts": param(workflow, "probe-prompts"),
+        "requests": param(workflow, "probe-requests"),
+        "concurrency": param(workflow, "probe-concurrency"),
+        "max-tokens": param(workflow, "probe-max-tokens"),
+        "timeout": param(workflow, "probe-timeout"),
+        "extensions": param(workflow, "extensions"),
+        "policy": param(workflow, "policy"),
+        "scrape-interval": str(duration_s(spec.serving.scrape_interval)),
+    }
+
+
 def _server_config(spec: ReleaseSpec) -> str:
     """What, besides the weights, makes a version: the server and how it runs (JSON)."""
     assert spec.serving is not None
@@ -321,12 +376,6 @@ def _service_url(spec: ReleaseSpec, track: str) -> str:
     assert spec.serving is not None
     name = labels.object_name(spec, track)
     return f"http://{name}.{spec.namespace}.svc:{spec.serving.port}"
-
-
-def _seconds(duration: str) -> float:
-    """A Prometheus duration (`15s`, `1m`, `1m30s`, `500ms`) in seconds."""
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h)", duration))
 
 
 PIPELINE = Pipeline(

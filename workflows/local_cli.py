@@ -65,6 +65,10 @@ def _print(report: dict[str, Any]) -> None:
             extra = f"  ready={proc['ready']} restarts={proc['restarts']} version={proc['version']}"
             if proc["terminating"]:
                 extra += " terminating"
+        elif proc["kind"] == "relay":
+            stats = proc.get("stats") or {}
+            counts = [f"{k}={stats[k]}" for k in ("forwarded", "failed", "dropped") if k in stats]
+            extra = "  " + " ".join(counts) if counts else ""
         click.echo(
             f"{proc['kind']:11} {proc['name']:52} {proc['pid'] or '-':>8} "
             f"{proc['port'] or '-':>12} {str(proc['alive']):6} {proc['healthy']}{extra}"
@@ -96,6 +100,71 @@ def local_base_image(out: Path) -> None:
     from workflows.local.bases import build_python_base
 
     click.echo(f"wrote {build_python_base(out)}")
+
+
+@local_group.command("traffic")
+@click.option(
+    "-f",
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Release spec: the served model name and the probe set whose prompts are sent.",
+)
+@click.option("--url", help="Where to send (default: the local gateway `local status` shows).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to send for; 0: until Ctrl-C.",
+)
+@click.pass_obj
+def local_traffic(
+    root: Path, spec_path: Path, url: str | None, concurrency: int, max_tokens: int, duration: float
+) -> None:
+    """Play the users: keep streamed completions in flight against the gateway.
+
+    Locally nobody sends the live traffic a shadow mirrors and a canary splits; run this beside
+    `llmflow run deploy`. Every few seconds it prints what the client saw (answers, failures,
+    latency); no prompt or answer text.
+    """
+    import time
+
+    from serving.labels import served_name
+    from serving.probe_sets import load_probe_set
+    from serving.traffic import Traffic
+    from workflows.local.kinds.overview import status
+    from workflows.spec import load_spec
+
+    spec = load_spec(spec_path)
+    if spec.serving is None:
+        raise click.UsageError(f"{spec_path} has no serving section: nothing is served to ask")
+    if url is None:
+        gateways = status(root)["gateways"]
+        if not gateways:
+            raise click.ClickException(
+                "no local gateway is running: serve the model first (`llmflow run deploy -f "
+                f"{spec_path}`), or give --url"
+            )
+        url = next(iter(gateways.values()))
+    prompts = load_probe_set(spec.serving.probe.prompts)
+    traffic = Traffic(
+        url, served_name(spec), prompts, concurrency=concurrency, max_tokens=max_tokens
+    )
+    click.echo(f"sending to {url} with {concurrency} in flight; Ctrl-C stops")
+    began = time.monotonic()
+    traffic.start()
+    try:
+        while not duration or time.monotonic() - began < duration:
+            left = duration - (time.monotonic() - began) if duration else 5.0
+            time.sleep(max(0.0, min(5.0, left)))
+            click.echo(f"{time.monotonic() - began:.0f} s: {traffic.stats.line()}")
+    except KeyboardInterrupt:
+        pass
+    click.echo(f"done: {traffic.stop().line()}")
 
 
 @local_group.command("down")

@@ -142,6 +142,11 @@ def _out(task: str, name: str) -> str:
     return f"{{{{=tasks['{task}']?.outputs?.parameters?.['{name}'] ?? ''}}}}"
 
 
+def _global_out(name: str) -> str:
+    """A global output parameter, nil-safe: empty when no step has set it."""
+    return f"{{{{=workflow?.outputs?.parameters?.['{name}'] ?? ''}}}}"
+
+
 def _json_out(task: str, name: str) -> str:
     """A task's output as a JSON string literal, for JSON assembled from outputs."""
     return f"{{{{=toJson(tasks['{task}']?.outputs?.parameters?.['{name}'] ?? '')}}}}"
@@ -236,6 +241,9 @@ def build(spec: ReleaseSpec) -> Workflow:
                         {k: _json_out("evaluate", k) for k in ("passed", "decision")}
                     ),
                     "canary": _assemble({k: _json_out("deploy", k) for k in ("mode", "version")}),
+                    # The judged stages' evidence: global outputs, set by the deploy's
+                    # analyse steps whether they passed or not (empty: never judged).
+                    **{name: _global_out(name) for name in ("shadow-evidence", "canary-evidence")},
                     "started-at": "{{workflow.creationTimestamp}}",
                 },
             )

@@ -24,6 +24,7 @@ from steps.releases import (
     release_id,
     utc_now,
 )
+from steps.releases.path import describe_path
 from workflows.cli_options import argo_server_options, local_root_option
 from workflows.exceptions import LLMFlowError
 
@@ -263,6 +264,30 @@ def rollback_record(
     )
 
 
+def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
+    """A stage's evidence in a few lines: the window and requests, then each check."""
+    lines = []
+    requests = evidence.get("requests") or {}
+    if evidence.get("window_s") is not None:
+        lines.append(
+            f"window {evidence['window_s']} s, fraction {evidence.get('fraction')}, requests "
+            f"{requests.get('candidate')} candidate / {requests.get('stable')} stable"
+        )
+    if evidence.get("stage") is not None:
+        lines.append(f"at {evidence['stage']}% of traffic, {evidence.get('looks', 1)} look(s)")
+    for name, check in sorted((evidence.get("checks") or {}).items()):
+        interval = check.get("interval")
+        bounds = ""
+        if interval:
+            upper = "inf" if interval[1] is None else f"{interval[1]:.3g}"
+            bounds = f" [{interval[0]:.3g}, {upper}] limit {check.get('limit')}"
+        lines.append(f"{name} {check.get('verdict')}{bounds}")
+    decision = evidence.get("decision")
+    if decision:
+        lines += [decision] if isinstance(decision, str) else [str(d) for d in decision]
+    return lines
+
+
 def describe(record: ReleaseRecord, alias: str | None, uri: str) -> str:
     """The record as lines a person reads: one part of the release per paragraph."""
     lines = [
@@ -299,6 +324,12 @@ def describe(record: ReleaseRecord, alias: str | None, uri: str) -> str:
         lines.append("training    " + (", ".join(p for p in parts if p) or "-"))
     if record.evaluation:
         lines += _evaluation_lines(record)
+    if record.stages:
+        lines.append("path        " + describe_path(record.stages))
+        for step in record.stages:
+            reason = f": {step.reason}" if step.reason else ""
+            lines.append(f"{step.name:<11} {step.verdict}{reason}")
+            lines += [f"            {line}" for line in _evidence_lines(step.evidence or {})]
     if record.canary:
         for stage in record.canary.stages:
             at = f"{stage.stage}%" if stage.stage is not None else "stage"

@@ -29,6 +29,7 @@ from workflows.spec_base import Section, dns_label, duration_s, uri
 from workflows.spec_images import ImagesSpec
 from workflows.spec_release import RecordsSection
 from workflows.spec_schedules import ScheduleSpec
+from workflows.spec_shadow import ShadowSpec
 
 
 class StorageSpec(Section):
@@ -426,6 +427,11 @@ class ServingSpec(Section):
     )
     scrape_interval: str = Field(default="15s", description="ServiceMonitor scrape interval")
     probe: ProbeSpec = ProbeSpec()
+    shadow: ShadowSpec | None = Field(
+        default=None,
+        description="mirror live traffic to the candidate and judge it before the canary; "
+        "absent: no shadow stage",
+    )
     canary: CanarySpec = CanarySpec()
     autoscale: AutoscaleSpec | None = None
 

@@ -2,7 +2,8 @@
 
 A record is written once, when the run ends, whatever the outcome: a release that failed
 early has only its model, id, outcome, reason and times; one that reached production also
-has its weights, images, evaluation and canary verdicts. The id starts with the run's start
+has its weights, images, evaluation, and its promotion path (`steps.releases.path`): each
+stage it went through with the evidence of its verdict. The id starts with the run's start
 time in UTC, so ids sort by age as plain strings (`20250301T120000Z-deploy-x7k2p`), and ends
 with the workflow's name, unique in its namespace, so two runs never share one.
 """
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from steps.releases.path import StageRecord
 
 #: Bumped when a field changes meaning or a required one is added; readers check it.
 SCHEMA_VERSION = 1
@@ -117,6 +120,11 @@ class ReleaseRecord(_Part):
     training: TrainingSummary | None = None
     evaluation: EvaluationSummary | None = None
     canary: CanarySummary | None = None
+    stages: list[StageRecord] | None = Field(
+        default=None,
+        description="the promotion path (staging, shadow, canary, production) as far as it "
+        "went, each stage with its verdict and evidence",
+    )
 
     @field_validator("schema_version")
     @classmethod
