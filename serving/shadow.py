@@ -255,7 +255,8 @@ def latency_check(
     lower = c_low / s_high if s_high > 0 else 0.0
     upper = c_high / s_low if s_low > 0 else math.inf
     verdict, reason = read_interval(lower, upper, limit, higher_is_worse=True, unit="ratio")
-    if verdict == "INCONCLUSIVE" and (not math.isfinite(upper) or c_high / c_low > limit):
+    wide = any(low <= 0 or high / low > limit for low, high in ((s_low, s_high), (c_low, c_high)))
+    if verdict == "INCONCLUSIVE" and wide:
         reason += (
             f" (the candidate's p{round(q * 100)} lies in [{c_low:.4g}, {c_high:.4g}] s, "
             f"stable's in [{s_low:.4g}, {s_high:.4g}] s: finer buckets narrow it, see vLLM's "

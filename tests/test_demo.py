@@ -43,9 +43,11 @@ def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
     assert "release rolled-back" in outputs["second_message"]
     artifacts = root / "runs" / outputs["second"] / "artifacts"
     [shadow] = [json.loads(p.read_text()) for p in artifacts.rglob("shadow.json")]
-    assert shadow["verdict"] == "FAIL"
-    failed = [n for n, c in shadow["live"]["checks"].items() if c["verdict"] == "FAIL"]
-    assert {"live_ttft_p50", "live_e2e_p50"} & set(failed), shadow["live"]["checks"]
+    # FAIL (shown beyond tolerance) or INCONCLUSIVE (not shown within it) both stop it; its
+    # time to first token is shown slower than stable's either way.
+    assert shadow["verdict"] in ("FAIL", "INCONCLUSIVE"), shadow["reason"]
+    ttft = shadow["live"]["checks"]["live_ttft_p50"]
+    assert ttft["verdict"] != "PASS" and ttft["interval"][0] > 1, ttft
     assert not list(artifacts.rglob("stage-*.json"))  # no canary stage: no user served by it
     [passed] = [
         json.loads(p.read_text())
@@ -69,7 +71,8 @@ def test_demo_releases_and_rolls_back(tmp_path: Path, monkeypatch) -> None:
         ("canary", "PASS"),
         ("production", "PASS"),
     ]
-    assert [(s.name, s.verdict) for s in second.stages] == [("staging", "PASS"), ("shadow", "FAIL")]
+    assert [s.name for s in second.stages] == ["staging", "shadow"]
+    assert second.stages[1].verdict in ("FAIL", "INCONCLUSIVE")
     assert second.stages[1].evidence and second.stages[1].evidence["checks"]
     production = store.alias("tiny-llama", "production")
     assert production is not None and production.release == first.release

@@ -375,9 +375,11 @@ def test_a_slow_candidate_fails_its_shadow_and_users_never_notice(
     assert phase(run, "stage-50") == "Omitted"  # no user was ever served by it
     assert phase(run, "rollback") == "Succeeded"
     shadow = shadow_report(run)
-    assert shadow["verdict"] == "FAIL"
-    failed = [n for n, c in shadow["live"]["checks"].items() if c["verdict"] == "FAIL"]
-    assert {"live_ttft_p50", "live_e2e_p50"} & set(failed), shadow["live"]["checks"]
+    # FAIL (shown beyond tolerance) or INCONCLUSIVE (not shown within it) both stop it; its
+    # time to first token is shown slower than stable's either way.
+    assert shadow["verdict"] in ("FAIL", "INCONCLUSIVE"), shadow["reason"]
+    ttft = shadow["live"]["checks"]["live_ttft_p50"]
+    assert ttft["verdict"] != "PASS" and ttft["interval"][0] > 1, ttft
     assert shadow["reason"][:60] in str(run["nodes"]["analyse-shadow"]["message"])
     after = releases["after_slow"]
     assert after["canary"] is None

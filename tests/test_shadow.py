@@ -142,6 +142,12 @@ def test_coarse_buckets_or_few_requests_are_inconclusive_and_say_why() -> None:
     )
     assert coarse.verdict == "INCONCLUSIVE"
     assert "--custom-histogram-buckets" in coarse.reason
+    # A candidate inside the first bucket (lower edge 0): nothing bounds its ratio from below.
+    first = latency_check(
+        "e2e_s", 0.5, histogram(fast * 6, DEFAULT_E2E), histogram(fast, DEFAULT_E2E), POLICY
+    )
+    assert first.verdict in ("PASS", "INCONCLUSIVE") and first.interval is not None
+    assert first.interval[0] == 0.0
     few = latency_check("e2e_s", 0.5, histogram(fast, FINE), histogram(fast[:10], FINE), POLICY)
     assert few.verdict == "INCONCLUSIVE" and "too few live requests" in few.reason
 
@@ -203,3 +209,23 @@ def test_without_a_shadow_section_the_canary_starts_at_once() -> None:
     dag = tasks(plain)
     assert "start-shadow" not in dag and "analyse-shadow" not in dag
     assert dag["stage-10"]["depends"] == "deploy-canary.Succeeded && apply-service-canary.Succeeded"
+
+
+def test_a_shadow_without_prometheus_fails_at_once_saying_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from steps.shadow import analyse_shadow
+
+    with pytest.raises(SystemExit) as exited:
+        analyse_shadow(
+            stable_url="http://tiny-llama-stable.llmflow.svc:8000",
+            candidate_url="http://tiny-llama-canary.llmflow.svc:8000",
+            served_name="tiny-llama",
+            stable_version="a",
+            candidate_version="b",
+            prometheus_url="",
+            fraction=0.5,
+            requests_=10,
+        )
+    assert exited.value.code == 1
+    assert "prometheus-url is empty" in caplog.records[-1].getMessage()

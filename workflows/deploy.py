@@ -299,13 +299,7 @@ def build(spec: ReleaseSpec) -> Workflow:
                         "stable-version": "{{tasks.find-stable.outputs.parameters.version}}",
                         "canary-version": VERSION,
                         "prometheus-url": param(workflow, "prometheus-url"),
-                        "prompts": param(workflow, "probe-prompts"),
-                        "requests": param(workflow, "probe-requests"),
-                        "concurrency": param(workflow, "probe-concurrency"),
-                        "max-tokens": param(workflow, "probe-max-tokens"),
-                        "timeout": param(workflow, "probe-timeout"),
-                        "extensions": param(workflow, "extensions"),
-                        "policy": param(workflow, "policy"),
+                        **_probe_arguments(workflow),
                         "offset": str(index * sv.probe.requests * (1 + sv.canary.extensions)),
                         "scrape-interval": str(duration_s(sv.scrape_interval)),
                     },
@@ -330,6 +324,19 @@ def build(spec: ReleaseSpec) -> Workflow:
     return workflow
 
 
+def _probe_arguments(workflow: Workflow) -> dict[str, str]:
+    """How an analysis probes and judges: the workflow's probe parameters and policy."""
+    return {
+        "prompts": param(workflow, "probe-prompts"),
+        "requests": param(workflow, "probe-requests"),
+        "concurrency": param(workflow, "probe-concurrency"),
+        "max-tokens": param(workflow, "probe-max-tokens"),
+        "timeout": param(workflow, "probe-timeout"),
+        "extensions": param(workflow, "extensions"),
+        "policy": param(workflow, "policy"),
+    }
+
+
 def _shadow_arguments(spec: ReleaseSpec, workflow: Workflow) -> dict[str, str]:
     """The analyse-shadow step's arguments: the two Services, the window, probe and policy."""
     assert spec.serving is not None and spec.serving.shadow is not None
@@ -345,13 +352,7 @@ def _shadow_arguments(spec: ReleaseSpec, workflow: Workflow) -> dict[str, str]:
         "duration": f"{duration_s(shadow.duration):g}" if shadow.duration else "0",
         "shadow-requests": str(shadow.requests or 0),
         "window-timeout": f"{duration_s(shadow.timeout):g}",
-        "prompts": param(workflow, "probe-prompts"),
-        "requests": param(workflow, "probe-requests"),
-        "concurrency": param(workflow, "probe-concurrency"),
-        "max-tokens": param(workflow, "probe-max-tokens"),
-        "timeout": param(workflow, "probe-timeout"),
-        "extensions": param(workflow, "extensions"),
-        "policy": param(workflow, "policy"),
+        **_probe_arguments(workflow),
         "scrape-interval": str(duration_s(spec.serving.scrape_interval)),
     }
 
