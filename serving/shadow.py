@@ -147,8 +147,8 @@ def analyse_shadow(
     time.sleep(settle)  # the window's last requests are scraped
     ended = time.time()
     result = ShadowAnalysis("INCONCLUSIVE", "", settings.fraction, started, ended)
-    source = PrometheusSource(prometheus_url, window=f"{max(1, math.ceil(ended - started))}s")
-    source.at = ended
+    window = f"{max(1, math.ceil(ended - started))}s"
+    source = PrometheusSource(prometheus_url, window=window, at=ended)
     try:
         result.stable = source.arm(versions[0])
         result.candidate = source.arm(versions[1])

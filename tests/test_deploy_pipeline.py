@@ -375,11 +375,11 @@ def test_a_slow_candidate_fails_its_shadow_and_users_never_notice(
     assert phase(run, "stage-50") == "Omitted"  # no user was ever served by it
     assert phase(run, "rollback") == "Succeeded"
     shadow = shadow_report(run)
-    # FAIL (shown beyond tolerance) or INCONCLUSIVE (not shown within it) both stop it; its
-    # time to first token is shown slower than stable's either way.
+    # FAIL (shown beyond tolerance) or INCONCLUSIVE (not shown within it) both stop it: its
+    # median time to first token is not shown within tolerance, and is above stable's.
     assert shadow["verdict"] in ("FAIL", "INCONCLUSIVE"), shadow["reason"]
     ttft = shadow["live"]["checks"]["live_ttft_p50"]
-    assert ttft["verdict"] != "PASS" and ttft["interval"][0] > 1, ttft
+    assert ttft["verdict"] != "PASS" and ttft["estimate"] > 1, ttft
     assert shadow["reason"][:60] in str(run["nodes"]["analyse-shadow"]["message"])
     after = releases["after_slow"]
     assert after["canary"] is None

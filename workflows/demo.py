@@ -9,7 +9,7 @@
 4. serve the base model: the `deploy` pipeline's first release (vLLM behind the local
    nginx gateway, scraped by a local Prometheus),
    While a shadow is open, a client plays the users (`serving.traffic`): streamed
-   requests through the gateway, four in flight,
+   requests through the gateway, three in flight,
 5. release: the `release` pipeline, started with the Python API (`workflows.api.submit`)
    on the local engine: fetch, build the images, fine-tune with two replicas, evaluate and
    gate, shadow the fine-tuned model (the users' requests mirrored to it), canary it stage
@@ -123,7 +123,7 @@ def run_demo(
 
 
 def _users(root: Path, spec: ReleaseSpec) -> Any:
-    """Users for the shadows: streamed requests through the gateway, four in flight.
+    """Users for the shadows: streamed requests through the gateway, three in flight.
 
     A shadow judges the candidate on live traffic, and locally nobody sends any: these users
     send it while a shadow window is open (`serving.traffic.ShadowUsers`).
@@ -137,12 +137,10 @@ def _users(root: Path, spec: ReleaseSpec) -> Any:
     gateway = next(iter(status(root)["gateways"].values()))
     prompts = load_probe_set(spec.serving.probe.prompts)
     console.print(
-        f"users: 4 streamed requests in flight through {gateway} while a shadow is open",
+        f"users: 3 streamed requests in flight through {gateway} while a shadow is open",
         highlight=False,
     )
-    # Four in flight, half mirrored: more than one server that takes one request at a time
-    # keeps up with, as the bad candidate of step 7 does; a good one serves them side by side.
-    return ShadowUsers(lambda: Traffic(gateway, served_name(spec), prompts, concurrency=4))
+    return ShadowUsers(lambda: Traffic(gateway, served_name(spec), prompts, concurrency=3))
 
 
 def _write_spec(spec: ReleaseSpec, path: Path) -> Path:

@@ -6,9 +6,11 @@ percentages of their sum. A backend with weight 0, or with no ready endpoint, ge
 (its share goes to the others); a rule with no backend left answers 503. Responses stream
 (`proxy_buffering off`, HTTP/1.1 to upstreams, long read timeouts). The config is regenerated
 whenever routes or endpoints change and nginx reloads it gracefully (SIGHUP: old workers finish
-their in-flight requests), so a weight change drops no request. A rule's RequestMirror filter
-copies a share of its requests through the mirror relay, which nginx never waits for (see
-`_mirror`); the relay is started with the first mirror and stopped with nginx.
+their in-flight requests; clients get a connection per request, so no idle keep-alive
+connection is cut under a client about to reuse it), so a weight change drops no request. A
+rule's RequestMirror filter copies a share of its requests through the mirror relay, which
+nginx never waits for (see `_mirror`); the relay is started with the first mirror and stopped
+with nginx.
 
 Files under `<home>/platform/gateway/`: nginx.conf, nginx.pid, error.log, access.log (each
 line has `upstream=<address>`), state.json (the port of each Gateway, kept across runs while
@@ -200,6 +202,11 @@ class LocalGateway:
             lines.append(f"  {temp}_temp_path {self.folder / 'tmp' / temp};")
         lines += [
             "  client_max_body_size 64m;",
+            # A connection per client request: a reload (every weight or endpoint change)
+            # closes idle keep-alive connections at once, and a client sending its next
+            # request on one at that moment sees it cut (measured: 1 request in 973 of a
+            # streaming client during a shadow). Locally a connection costs nothing.
+            "  keepalive_timeout 0;",
             "  proxy_http_version 1.1;",
             '  proxy_set_header Connection "";',
             "  proxy_set_header Host $http_host;",
