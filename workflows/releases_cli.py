@@ -280,7 +280,9 @@ def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
         bounds = ""
         if interval:
             upper = "inf" if interval[1] is None else f"{interval[1]:.3g}"
-            bounds = f" [{interval[0]:.3g}, {upper}] limit {check.get('limit')}"
+            limit = check.get("limit")
+            shown = f"{limit:.3g}" if isinstance(limit, int | float) else str(limit)
+            bounds = f" [{interval[0]:.3g}, {upper}] limit {shown}"
         lines.append(f"{name} {check.get('verdict')}{bounds}")
     decision = evidence.get("decision")
     if decision:
