@@ -1,7 +1,7 @@
 """The release pipeline: weights to production in one run, composed of the other pipelines.
 
     load-release (with a git tag) -> fetch-weights -> build-images -> finetune -> evaluate
-      -> deploy (only when the gate passed: canary, promote or roll back)
+      -> deploy (only when the gate passed: shadow, canary, promote or roll back)
       -> judge-release -> record-release;  exit: finish-release
 
 Each stage is the `main` template of another pipeline's WorkflowTemplate, called by
