@@ -102,37 +102,21 @@ def analyse_stage(
         settle_s: Wait before reading metrics, so the last requests are scraped (two scrape
             intervals).
     """
-    max_looks = 1 + extensions
-    level = 1.0 - (1.0 - policy.confidence) / max_looks
     warm_up(urls, prompts, settings)
     if metrics is not None:
         time.sleep(settle_s)  # the warm-up's last requests are scraped before the window opens
     started = time.monotonic()
-    records: tuple[list[dict[str, object]], list[dict[str, object]]] = ([], [])
-    records_dir.mkdir(parents=True, exist_ok=True)
-    looks = 0
-    for look in range(max_looks):
-        stable, canary = probe_arms(
-            urls[0],
-            urls[1],
-            prompts,
-            model=settings.model,
-            requests=settings.requests,
-            concurrency=settings.concurrency,
-            max_tokens=settings.max_tokens,
-            timeout_s=settings.timeout_s,
-            offset=offset + look * settings.requests,
-        )
-        records[0].extend(stable)
-        records[1].extend(canary)
-        looks = look + 1
-        arms = (
-            _as_probe_set(records[0], records_dir / f"stable-{stage}.jsonl"),
-            _as_probe_set(records[1], records_dir / f"canary-{stage}.jsonl"),
-        )
-        judgement = judge(arms[0], arms[1], policy, confidence=level)
-        if judgement.verdict != "INCONCLUSIVE":
-            break
+    paths = (records_dir / f"stable-{stage}.jsonl", records_dir / f"canary-{stage}.jsonl")
+    judgement, arms, looks = probe_batches(
+        urls,
+        prompts,
+        settings,
+        policy,
+        extensions=extensions,
+        paths=paths,
+        offset=offset,
+        decided=lambda j: j.verdict != "INCONCLUSIVE",
+    )
     result = StageAnalysis(
         stage=stage,
         verdict=judgement.verdict,
@@ -146,6 +130,50 @@ def analyse_stage(
         time.sleep(settle_s)  # the batches' last requests are scraped
         _add_live(result, metrics(time.monotonic() - started), versions, policy)
     return result
+
+
+def probe_batches(
+    urls: tuple[str, str],
+    prompts: Sequence[ProbePrompt],
+    settings: ProbeSettings,
+    policy: CanaryPolicy,
+    *,
+    extensions: int,
+    paths: tuple[Path, Path],
+    decided: Callable[[Judgement], bool],
+    offset: int = 0,
+) -> tuple[Judgement, tuple[ProbeSet, ProbeSet], int]:
+    """Probe both versions in batches until `decided` holds; (judgement, arms, batches).
+
+    At most 1 + `extensions` batches, each judged on every record so far. The confidence is
+    split over those looks (Bonferroni), so looking again after an INCONCLUSIVE batch does
+    not raise the chance of a wrong verdict. Records go to `paths` (stable, candidate), in
+    the format `llmflow canary judge` reads.
+    """
+    max_looks = 1 + extensions
+    level = 1.0 - (1.0 - policy.confidence) / max_looks
+    records: tuple[list[dict[str, object]], list[dict[str, object]]] = ([], [])
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    looks = 0
+    while True:
+        stable, candidate = probe_arms(
+            urls[0],
+            urls[1],
+            prompts,
+            model=settings.model,
+            requests=settings.requests,
+            concurrency=settings.concurrency,
+            max_tokens=settings.max_tokens,
+            timeout_s=settings.timeout_s,
+            offset=offset + looks * settings.requests,
+        )
+        looks += 1
+        records[0].extend(stable)
+        records[1].extend(candidate)
+        arms = (_as_probe_set(records[0], paths[0]), _as_probe_set(records[1], paths[1]))
+        judgement = judge(arms[0], arms[1], policy, confidence=level)
+        if decided(judgement) or looks == max_looks:
+            return judgement, arms, looks
 
 
 def warm_up(urls: tuple[str, str], prompts: Sequence[ProbePrompt], settings: ProbeSettings) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.judge import Check, CheckVerdict, newcombe_interval
+from serving.judge import Check, CheckVerdict, newcombe_interval, read_interval
 from serving.policy import CanaryPolicy
 from serving.records import ProbeSet
 from workflows.exceptions import LLMFlowError
@@ -387,7 +387,7 @@ def live_checks(
     Returns:
         The error-rate check, then the latency checks.
     """
-    checks = [_live_error_check(stable, canary, policy)]
+    checks = [live_error_check(stable, canary, policy, decides=False)]
     limit = (1 + policy.latency_tolerance) * margin
     enough = min(stable.requests, canary.requests) >= policy.min_samples
     n = min(stable.requests, canary.requests)
@@ -437,47 +437,39 @@ def live_checks(
     return checks
 
 
-def _live_error_check(stable: ArmMetrics, canary: ArmMetrics, policy: CanaryPolicy) -> Check:
-    """FAIL when live traffic shows the canary's error rate beyond tolerance, else SKIPPED."""
+def live_error_check(
+    stable: ArmMetrics, candidate: ArmMetrics, policy: CanaryPolicy, *, decides: bool
+) -> Check:
+    """The candidate's live error rate minus stable's, with Newcombe's interval.
+
+    `decides` says what live traffic may conclude. In a shadow it is the evidence, so the
+    check may PASS or stay INCONCLUSIVE; in a canary stage the probe decides and live traffic
+    may only veto, so anything short of FAIL is SKIPPED.
+    """
     limit = policy.error_rate_tolerance
-    n_s, n_c = stable.requests, canary.requests
+    n_s, n_c = stable.requests, candidate.requests
+    n = min(n_s, n_c)
     method = "difference of proportions, Newcombe's hybrid score (Wilson) interval"
-    if min(n_s, n_c) < policy.min_samples:
-        reason = (
-            f"too few live requests ({n_s} stable, {n_c} canary; {policy.min_samples} needed) "
-            "to fail on; the probe decides"
-        )
-        return Check(
-            "live_error_rate", "SKIPPED", None, None, limit, min(n_s, n_c), n_s, n_c, method, reason
-        )
-    alpha = 1 - policy.confidence
-    lower, upper = newcombe_interval(canary.errors, n_c, stable.errors, n_s, alpha)
-    estimate = canary.errors / n_c - stable.errors / n_s
     verdict: CheckVerdict
-    if lower > limit:
-        verdict = "FAIL"
-        reason = (
-            f"live error rate {canary.errors}/{n_c} against stable's {stable.errors}/{n_s}: "
-            f"difference interval [{lower:.4g}, {upper:.4g}] lies above the limit {limit:.4g}"
+    if n < policy.min_samples:
+        verdict = "INCONCLUSIVE" if decides else "SKIPPED"
+        hint = (
+            "keep the shadow open longer or mirror more traffic" if decides else "the probe decides"
         )
-    else:
-        verdict = "SKIPPED"
         reason = (
-            f"difference interval [{lower:.4g}, {upper:.4g}] does not lie above the limit "
-            f"{limit:.4g}: no regression shown live; the probe decides"
+            f"too few live requests ({n_s} stable, {n_c} candidate; {policy.min_samples} "
+            f"needed): {hint}"
         )
-    return Check(
-        "live_error_rate",
-        verdict,
-        estimate,
-        (lower, upper),
-        limit,
-        min(n_s, n_c),
-        n_s,
-        n_c,
-        method,
-        reason,
-    )
+        return Check("live_error_rate", verdict, None, None, limit, n, n_s, n_c, method, reason)
+    alpha = 1 - policy.confidence
+    lower, upper = newcombe_interval(candidate.errors, n_c, stable.errors, n_s, alpha)
+    verdict, reason = read_interval(lower, upper, limit, higher_is_worse=True, unit="difference")
+    if not decides and verdict != "FAIL":
+        verdict, reason = "SKIPPED", f"{reason}; no regression shown live, the probe decides"
+    estimate = candidate.errors / n_c - stable.errors / n_s
+    reason = f"{candidate.errors}/{n_c} candidate errors against {stable.errors}/{n_s}: {reason}"
+    interval = (lower, upper)
+    return Check("live_error_rate", verdict, estimate, interval, limit, n, n_s, n_c, method, reason)
 
 
 def _count(value: float | None) -> int:

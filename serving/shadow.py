@@ -36,20 +36,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.analysis import ProbeSettings, warm_up
+from serving.analysis import ProbeSettings, probe_batches, warm_up
 from serving.judge import (
     Check,
     Judgement,
     Verdict,
-    judge,
-    newcombe_interval,
     read_interval,
 )
-from serving.metrics import ArmMetrics, MetricsUnavailable, PrometheusSource
+from serving.metrics import ArmMetrics, MetricsUnavailable, PrometheusSource, live_error_check
 from serving.policy import CanaryPolicy
-from serving.probe import probe_arms, write_records
 from serving.probe_sets import ProbePrompt
-from serving.records import read_probes
 
 #: Our histogram names by the policy's latency metric.
 HISTOGRAMS = {"ttft_s": "ttft", "itl_s": "itl", "e2e_s": "e2e"}
@@ -161,7 +157,7 @@ def analyse_shadow(
         result.live_error = str(exc)
         result.verdict, result.reason = "FAIL", f"analysis failed, rolling back: {exc}"
         return result
-    result.live = [error_check(result.stable, result.candidate, policy)]
+    result.live = [live_error_check(result.stable, result.candidate, policy, decides=True)]
     for metric in policy.metrics:
         for q in policy.quantiles:
             result.live.append(
@@ -266,39 +262,6 @@ def latency_check(
     return Check(name, verdict, estimate, interval, limit, min(n_s, n_c), n_s, n_c, method, reason)
 
 
-def error_check(stable: ArmMetrics, candidate: ArmMetrics, policy: CanaryPolicy) -> Check:
-    """The candidate's error rate minus stable's, on the window's live requests."""
-    limit = policy.error_rate_tolerance
-    n_s, n_c = stable.requests, candidate.requests
-    method = "difference of proportions, Newcombe's hybrid score (Wilson) interval"
-    if min(n_s, n_c) < policy.min_samples:
-        reason = (
-            f"too few live requests ({n_s} stable, {n_c} candidate; {policy.min_samples} "
-            "needed): keep the shadow open longer or mirror more traffic"
-        )
-        n = min(n_s, n_c)
-        return Check(
-            "live_error_rate", "INCONCLUSIVE", None, None, limit, n, n_s, n_c, method, reason
-        )
-    alpha = 1 - policy.confidence
-    lower, upper = newcombe_interval(candidate.errors, n_c, stable.errors, n_s, alpha)
-    verdict, reason = read_interval(lower, upper, limit, higher_is_worse=True, unit="difference")
-    estimate = candidate.errors / n_c - stable.errors / n_s
-    reason = f"{candidate.errors}/{n_c} candidate errors against {stable.errors}/{n_s}: {reason}"
-    return Check(
-        "live_error_rate",
-        verdict,
-        estimate,
-        (lower, upper),
-        limit,
-        min(n_s, n_c),
-        n_s,
-        n_c,
-        method,
-        reason,
-    )
-
-
 def decide(
     live: Sequence[Check], quality: Check | None, candidate: ArmMetrics | None
 ) -> tuple[Verdict, str]:
@@ -319,30 +282,47 @@ def decide(
 
 
 def shadow_report(analysis: ShadowAnalysis) -> dict[str, Any]:
-    """The shadow's decision and evidence as a JSON-ready dict."""
+    """The shadow's decision and evidence as a JSON-ready dict.
+
+    Unbounded values (an interval's open end, the last bucket's bound) are null: strict JSON
+    has no infinity, and `json.dumps` would write `Infinity`, which most readers refuse.
+    """
 
     def checks(items: Sequence[Check]) -> dict[str, Any]:
         return {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in items}
 
-    return {
-        "stage": "shadow",
-        "verdict": analysis.verdict,
-        "reason": analysis.reason,
-        "fraction": analysis.fraction,
-        "window": {
-            "started_at": analysis.started_at,
-            "ended_at": analysis.ended_at,
-            "seconds": round(analysis.window_s, 3),
-        },
-        "live": {
-            "error": analysis.live_error,
-            "checks": checks(analysis.live),
-            "stable": asdict(analysis.stable) if analysis.stable else None,
-            "candidate": asdict(analysis.candidate) if analysis.candidate else None,
-        },
-        "quality": checks([analysis.quality])["quality"] if analysis.quality else None,
-        "probe": analysis.probe.to_dict() if analysis.probe else None,
-    }
+    return _json_ready(
+        {
+            "stage": "shadow",
+            "verdict": analysis.verdict,
+            "reason": analysis.reason,
+            "fraction": analysis.fraction,
+            "window": {
+                "started_at": analysis.started_at,
+                "ended_at": analysis.ended_at,
+                "seconds": round(analysis.window_s, 3),
+            },
+            "live": {
+                "error": analysis.live_error,
+                "checks": checks(analysis.live),
+                "stable": asdict(analysis.stable) if analysis.stable else None,
+                "candidate": asdict(analysis.candidate) if analysis.candidate else None,
+            },
+            "quality": checks([analysis.quality])["quality"] if analysis.quality else None,
+            "probe": analysis.probe.to_dict() if analysis.probe else None,
+        }
+    )
+
+
+def _json_ready(value: Any) -> Any:
+    """`value` with every non-finite float, however deep, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 def evidence(analysis: ShadowAnalysis) -> dict[str, Any]:
@@ -402,33 +382,24 @@ def _quality(
 ) -> tuple[Judgement, Check]:
     """Probe both versions with graded prompts until quality is decided.
 
-    At most 1 + extensions batches, the confidence split over them as the canary does.
+    At most 1 + extensions batches, the confidence split over them as the canary does; only
+    the quality check decides (the probe's latency is at probe load, live traffic judges it).
     """
-    max_looks = 1 + extensions
-    level = 1.0 - (1.0 - policy.confidence) / max_looks
-    rows: tuple[list[dict[str, object]], list[dict[str, object]]] = ([], [])
-    for look in range(max_looks):
-        stable, candidate = probe_arms(
-            urls[0],
-            urls[1],
-            prompts,
-            model=settings.model,
-            requests=settings.requests,
-            concurrency=settings.concurrency,
-            max_tokens=settings.max_tokens,
-            timeout_s=settings.timeout_s,
-            offset=look * settings.requests,
-        )
-        rows[0].extend(stable)
-        rows[1].extend(candidate)
-        paths = (records_dir / "stable-shadow.jsonl", records_dir / "candidate-shadow.jsonl")
-        for records, path in zip(rows, paths, strict=True):
-            write_records(records, path)
-        judgement = judge(read_probes(paths[0]), read_probes(paths[1]), policy, confidence=level)
-        quality = next(c for c in judgement.checks if c.name == "quality")
-        if quality.verdict != "INCONCLUSIVE":
-            break
-    return judgement, quality
+
+    def quality(judgement: Judgement) -> Check:
+        return next(c for c in judgement.checks if c.name == "quality")
+
+    paths = (records_dir / "stable-shadow.jsonl", records_dir / "candidate-shadow.jsonl")
+    judgement, _, _ = probe_batches(
+        urls,
+        prompts,
+        settings,
+        policy,
+        extensions=extensions,
+        paths=paths,
+        decided=lambda j: quality(j).verdict != "INCONCLUSIVE",
+    )
+    return judgement, quality(judgement)
 
 
 def _binomial_cdf(n: int, p: float) -> list[float]:

@@ -5,6 +5,8 @@ the image the workflow names in its `image` parameter, so one set of templates s
 release and every registry.
 """
 
+import logging
+
 from hera.shared import global_config
 from hera.workflows import Script, SecretEnv
 
@@ -66,3 +68,31 @@ def save_outputs(values: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, value in values.items():
         (folder / name).write_text(value)
+
+
+def step_logger(name: str, quiet: tuple[str, ...] = ()) -> logging.Logger:
+    """The step's logger, with timestamps on stderr unless logging is already set up.
+
+    `quiet` names libraries whose INFO lines (one per request, say) would bury the step's
+    own: they log warnings only.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        for library in quiet:
+            logging.getLogger(library).setLevel(logging.WARNING)
+    return logging.getLogger(name)
+
+
+def end_judged_step(verdict: str, line: str, outputs: dict[str, str], log: logging.Logger) -> None:
+    """Return on PASS; otherwise fail the step (exit 1), its outputs saved for the release.
+
+    The verdict line is logged last either way: on failure it becomes the node's message
+    (FallbackToLogsOnError), the verdict and its reason rather than a traceback, and the
+    deploy pipeline's rollback hangs on the failure.
+    """
+    if verdict == "PASS":
+        log.info(line)
+        return
+    save_outputs(outputs)  # the release records why the candidate stopped here
+    log.error(line)
+    raise SystemExit(1)

@@ -11,7 +11,6 @@ release was promoted.
 """
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -72,11 +71,9 @@ def analyse_canary(
     from serving.metrics import PrometheusSource
     from serving.policy import CanaryPolicy
     from serving.probe_sets import load_probe_set
-    from steps._hera import save_outputs
+    from steps._hera import end_judged_step, step_logger
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    log = logging.getLogger(__name__)
+    log = step_logger(__name__)
     the_policy = CanaryPolicy.model_validate(json.loads(policy or "{}"))
 
     def metrics(window_s: float) -> PrometheusSource:
@@ -105,13 +102,7 @@ def analyse_canary(
         "evidence": json.dumps(stage_evidence(analysis)),
     }
     line = f"canary {analysis.verdict} at {stage}% traffic: {analysis.reason}"
-    if analysis.verdict != "PASS":
-        save_outputs(outputs)  # the release records why the canary stopped here
-        # The last log line becomes the node's message (FallbackToLogsOnError): the verdict
-        # and its reason, not a traceback.
-        log.error(line)
-        raise SystemExit(1)
-    log.info(line)
+    end_judged_step(analysis.verdict, line, outputs, log)
     return StageVerdict(
         verdict=outputs["verdict"], reason=outputs["reason"], evidence=outputs["evidence"]
     )

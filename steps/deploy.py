@@ -17,7 +17,6 @@ scraped from it, whichever run deployed them; a configuration change alone (say,
 """
 
 import hashlib
-import logging
 from typing import Annotated
 
 from hera.workflows import Parameter, script
@@ -79,8 +78,9 @@ def plan_rollout(
     model: Annotated[str, Parameter(name="model-name", description="the model's name")] = "",
 ) -> RolloutPlan:
     """Choose first release, canary, or nothing to do."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from steps._hera import step_logger
+
+    log = step_logger(__name__)
     version = version_label(digest, config)
     if stable_status != "Succeeded":
         mode = "first"
@@ -88,7 +88,5 @@ def plan_rollout(
         mode = "current"
     else:
         mode = "canary"
-    logging.getLogger(__name__).info(
-        "rollout of version %s: %s (stable: %s)", version, mode, stable_version or "none"
-    )
+    log.info("rollout of version %s: %s (stable: %s)", version, mode, stable_version or "none")
     return RolloutPlan(mode=mode, version=version, model_path=serving_path(model, digest))

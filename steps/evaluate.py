@@ -41,7 +41,7 @@ from hera.workflows.models import VolumeMount
 
 from evals import catalog, harness
 from steps import storage
-from steps._hera import CACHE_MOUNT, CACHE_VOLUME, S3_ENV
+from steps._hera import CACHE_MOUNT, CACHE_VOLUME, S3_ENV, step_logger
 from steps.errors import StepError
 
 log = logging.getLogger(__name__)
@@ -253,9 +253,7 @@ def evaluate_model(
     ] = "",
 ) -> Evaluation:
     """Evaluate a checkpoint or a served model on `suite`; write and return its scores."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        logging.getLogger("botocore").setLevel(logging.WARNING)
+    step_logger(__name__, quiet=("botocore",))
     # lm-eval's INFO lines are many; its warnings (and ours) are what a reader needs.
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     _check_inputs(model_path, endpoint, served_model_name, tokenizer, output)

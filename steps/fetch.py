@@ -18,7 +18,7 @@ from hera.workflows import Parameter, script
 from hera.workflows.io import Output
 from hera.workflows.models import VolumeMount
 
-from steps._hera import CACHE_MOUNT, CACHE_VOLUME, HF_ENV, S3_ENV
+from steps._hera import CACHE_MOUNT, CACHE_VOLUME, HF_ENV, S3_ENV, step_logger
 from steps._retry import FETCH_RETRY, PERMANENT_EXIT_CODES
 from steps.errors import StepError
 from steps.weights.checksum import MiB
@@ -48,10 +48,8 @@ def fetch_weights(
     chunk_mib: Annotated[int, Parameter(name="chunk-mib")] = 8,
 ) -> FetchedWeights:
     """Fetch `source` into `cache_root/model_name/<digest>/`, verified; reuse it when cached."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        logging.getLogger("botocore").setLevel(logging.WARNING)
-        logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub's, per request
+    # httpx2: huggingface_hub's, a line per request.
+    step_logger(__name__, quiet=("botocore", "httpx2"))
     try:
         result = fetch_model(
             source,

@@ -10,7 +10,6 @@ answer, not an error: the step succeeds and `passed` is false, for a `when` furt
 """
 
 import json
-import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ from hera.workflows import Artifact, Parameter, script
 from hera.workflows.io import Output
 
 from steps import storage
-from steps._hera import S3_ENV
+from steps._hera import S3_ENV, step_logger
 from steps.errors import StepError
 
 #: Where the report is written in the pod; the `report` output artifact collects it.
@@ -55,9 +54,7 @@ def gate_evaluation(
     from evals.report import write_report
     from evals.samples import read_samples
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    log = logging.getLogger(__name__)
+    log = step_logger(__name__)
     known = {task.name: task for task in suite_tasks(suite)}  # built-in families included
     decisions = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ from hera.workflows import Parameter, script
 from hera.workflows.io import Output
 from pydantic import ValidationError
 
-from steps._hera import S3_ENV
+from steps._hera import S3_ENV, step_logger
 from steps.errors import StepError
 from steps.releases import OUTCOMES, RecordStore, ReleaseRecord, release_id, utc_now
 from steps.releases.path import describe_path, promotion_path
@@ -68,9 +68,7 @@ def record_release(
     ] = "",
 ) -> RecordedRelease:
     """Store the record; with outcome `production`, move the aliases to it."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        logging.getLogger("botocore").setLevel(logging.WARNING)
+    step_logger(__name__, quiet=("botocore",))
     if outcome not in OUTCOMES:
         raise StepError(f"outcome {outcome!r}: give one of {', '.join(OUTCOMES)}")
     if weights_digest and not weights_uri:
@@ -186,7 +184,5 @@ def check_records(
     A store that ignores conditional writes (s3rver) would let two releases both win; the
     release checks it before it trains and deploys anything.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     RecordStore.open(records).check_conditions()
-    logging.getLogger(__name__).info("record store %s moves aliases conditionally", records)
+    step_logger(__name__).info("record store %s moves aliases conditionally", records)

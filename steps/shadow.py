@@ -11,7 +11,6 @@ was served by the candidate.
 """
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -77,11 +76,9 @@ def analyse_shadow(
     from serving.policy import CanaryPolicy
     from serving.probe_sets import load_probe_set
     from serving.shadow import ShadowSettings, analyse_shadow, evidence, shadow_report, summary
-    from steps._hera import save_outputs
+    from steps._hera import end_judged_step, step_logger
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    log = logging.getLogger(__name__)
+    log = step_logger(__name__)
     settings = ShadowSettings(
         fraction=fraction,
         duration_s=duration or None,
@@ -114,20 +111,15 @@ def analyse_shadow(
         records_dir=folder / "probes",
     )
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "shadow.json").write_text(json.dumps(shadow_report(analysis), indent=2) + "\n")
+    report = json.dumps(shadow_report(analysis), indent=2, allow_nan=False)
+    (folder / "shadow.json").write_text(report + "\n")
     log.info("evidence: %s", summary(analysis))
     outputs = {
         "verdict": analysis.verdict,
         "reason": analysis.reason,
         "evidence": json.dumps(evidence(analysis)),
     }
-    line = f"shadow {analysis.verdict}: {analysis.reason}"
-    if analysis.verdict != "PASS":
-        save_outputs(outputs)  # the release records why the candidate stopped here
-        # The last log line becomes the node's message (FallbackToLogsOnError).
-        log.error(line)
-        raise SystemExit(1)
-    log.info(line)
+    end_judged_step(analysis.verdict, f"shadow {analysis.verdict}: {analysis.reason}", outputs, log)
     return ShadowVerdict(
         verdict=outputs["verdict"], reason=outputs["reason"], evidence=outputs["evidence"]
     )

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from workflows.local.bases import build_python_base
+from workflows.local.build_storage import BuildStorage
 from workflows.local.registry import LocalRegistry
 from workflows.local.wheels import LocalWheelIndex, find_torch_wheel
 
@@ -61,35 +62,18 @@ def build_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A source repository, a registry, a torch index and buildah storage of the module's own."""
     tmp = tmp_path_factory.mktemp("images")
     repo = _source_repo(tmp / "src")
-    storage = tmp / "storage"
-    conf = tmp / "storage.conf"
-    conf.write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{storage}/root"\nrunroot = "{storage}/run"\n'
-    )
-    env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)}
     build_python_base(repo / ".llmflow" / "bases" / "python.tar", tmp / "base-storage")
     find_links = [Path(p) for p in os.environ.get("PIP_FIND_LINKS", "/opt/wheels").split()]
     wheel = find_torch_wheel(find_links)
     assert wheel is not None, f"no torch 2.13.0 CPU wheel in {find_links} to serve"
     with (
+        BuildStorage(tmp / "storage", driver="overlay") as storage,
         LocalRegistry(tmp / "registry") as registry,
         LocalWheelIndex([wheel], tmp / "index") as index,
     ):
+        env = {**os.environ, **storage.env()}
         yield {"repo": repo, "env": env, "registry": registry, "index": index, "tmp": tmp}
-    subprocess.run(
-        [
-            "buildah",
-            "--storage-driver",
-            "overlay",
-            "--root",
-            f"{storage}/root",
-            "--runroot",
-            f"{storage}/run",
-            "rm",
-            "--all",
-        ],
-        capture_output=True,
-    )
+    shutil.rmtree(tmp, ignore_errors=True)  # the registry's blobs and the base: GBs
 
 
 def run_build(build_env: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ its place in the deploy pipeline (the run itself: tests/test_deploy_pipeline.py)
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,15 @@ import pytest
 import yaml
 
 from serving.judge import Check
-from serving.metrics import ArmMetrics
+from serving.metrics import ArmMetrics, live_error_check
 from serving.policy import CanaryPolicy
-from serving.shadow import decide, error_check, latency_check, quantile_bounds
+from serving.shadow import (
+    ShadowAnalysis,
+    decide,
+    latency_check,
+    quantile_bounds,
+    shadow_report,
+)
 from workflows.exceptions import SpecError
 from workflows.pipelines import get_pipeline
 from workflows.spec import ReleaseSpec, load_spec
@@ -153,9 +160,16 @@ def test_coarse_buckets_or_few_requests_are_inconclusive_and_say_why() -> None:
 
 
 def test_error_rate_fails_on_many_errors_and_passes_on_none() -> None:
-    assert error_check(arm(400, 0), arm(200, 60), POLICY).verdict == "FAIL"
-    assert error_check(arm(400, 0), arm(200, 0), POLICY).verdict == "PASS"
-    assert error_check(arm(400, 0), arm(20, 0), POLICY).verdict == "INCONCLUSIVE"
+    def verdict(stable: ArmMetrics, candidate: ArmMetrics, decides: bool) -> str:
+        return live_error_check(stable, candidate, POLICY, decides=decides).verdict
+
+    # In a shadow live traffic decides; in a canary stage it may only veto.
+    assert verdict(arm(400, 0), arm(200, 60), decides=True) == "FAIL"
+    assert verdict(arm(400, 0), arm(200, 0), decides=True) == "PASS"
+    assert verdict(arm(400, 0), arm(20, 0), decides=True) == "INCONCLUSIVE"
+    assert verdict(arm(400, 0), arm(200, 60), decides=False) == "FAIL"
+    assert verdict(arm(400, 0), arm(200, 0), decides=False) == "SKIPPED"
+    assert verdict(arm(400, 0), arm(20, 0), decides=False) == "SKIPPED"
 
 
 def check(name: str, verdict: str) -> Check:
@@ -178,6 +192,22 @@ def test_decide_needs_every_check_and_live_traffic() -> None:
     assert verdict == "INCONCLUSIVE" and "live_ttft_p50" in reason
     verdict, reason = decide(live, check("quality", "PASS"), arm(0, 0))
     assert verdict == "INCONCLUSIVE" and "no live traffic reached the candidate" in reason
+
+
+def test_the_report_is_strict_json_with_unbounded_ends_as_null() -> None:
+    rng = np.random.default_rng(3)
+    fast = rng.lognormal(math.log(0.1), 0.3, 200)
+    # Stable inside the first bucket (lower edge 0): nothing bounds the ratio from above.
+    first = latency_check(
+        "e2e_s", 0.5, histogram(fast, DEFAULT_E2E), histogram(fast * 6, DEFAULT_E2E), POLICY
+    )
+    assert first.interval is not None and math.isinf(first.interval[1])
+    analysis = ShadowAnalysis(
+        "INCONCLUSIVE", "not shown", 0.5, 0.0, 60.0, live=[first], candidate=arm(200, 0)
+    )
+    report = json.loads(json.dumps(shadow_report(analysis), allow_nan=False))
+    assert report["live"]["checks"]["live_e2e_p50"]["interval"][1] is None
+    assert report["window"]["seconds"] == 60.0
 
 
 # --- the pipeline -----------------------------------------------------------------------

@@ -56,6 +56,7 @@ def run_demo(
     """
     from steps.tiny_model import create_tiny_model
     from steps.weights.uri import parse_source_uri
+    from workflows.local.build_storage import BuildStorage
     from workflows.local.kinds.overview import down
 
     started = time.monotonic()
@@ -87,6 +88,8 @@ def run_demo(
         if spec.images is not None:
             _section("3. a local registry for the images")
             overrides.update(_image_services(stack, workdir, env))
+            # The builds' layers go with the demo: each build of the steps image leaves GBs.
+            env.update(stack.enter_context(BuildStorage(workdir / "containers")).env())
 
         _section("4. serve the base model (the first release of `deploy`)")
         for line in down(root):  # a demo starts from nothing served

@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workflows.exceptions import RunError
-from workflows.local.kinds import _pods
+from workflows.local.kinds._detached import Detached
 from workflows.local.kinds._endpoints import ServiceEndpoints
 from workflows.local.kinds._relay import TARGET_HEADER
-from workflows.local.kinds._state import read_json, write_json
-from workflows.local.s3 import free_port
 
 #: The relay program, run by path with this Python (it imports nothing of llmflow).
 RELAY_SCRIPT = Path(__file__).with_name("_relay.py")
@@ -194,28 +190,14 @@ def mirror_config(target: MirrorTarget, name: str, splits: list[str]) -> tuple[s
     return directives, location, body
 
 
-class MirrorRelay:
+class MirrorRelay(Detached):
     """The relay process under `<platform>/gateway`: started on demand, kept across runs."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__(
+            folder / "relay.json", folder / "relay.log", "the gateway's mirror relay", grace=5.0
+        )
         self.folder = folder
-        self.state_file = folder / "relay.json"
-        self.log = folder / "relay.log"
-
-    def state(self) -> dict[str, Any]:
-        """pid, start ticks and port of the relay."""
-        return dict(read_json(self.state_file, {}) or {})
-
-    def pid(self) -> int | None:
-        """The relay's pid while it runs, else None."""
-        state = self.state()
-        if state.get("pid") and _pods.alive(state["pid"], state.get("ticks")):
-            return int(state["pid"])
-        return None
-
-    def port(self) -> int | None:
-        """The relay's port while it runs, else None."""
-        return int(self.state()["port"]) if self.pid() is not None else None
 
     def ensure(self) -> int:
         """The port of the running relay, started first when it is not running.
@@ -226,31 +208,14 @@ class MirrorRelay:
         port = self.port()
         if port is not None:
             return port
-        port = self.state().get("port")
-        if not port or not _pods.port_free(int(port)):
-            port = free_port()
+        port = self.next_port()
         command = [
             sys.executable,
             str(RELAY_SCRIPT),
             *("--port", str(port), "--max-in-flight", str(MAX_IN_FLIGHT)),
         ]
-        pid, ticks = _pods.launch(command, dict(os.environ), self.folder, self.log)
-        write_json(self.state_file, {"pid": pid, "ticks": ticks, "port": port})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if not _pods.alive(pid, ticks):
-                raise RunError(
-                    f"the gateway's mirror relay exited at start; log {self.log}:\n"
-                    f"{_pods.tail(self.log)}"
-                )
-            if _pods.http_ok(f"http://127.0.0.1:{port}/-/ready"):
-                return int(port)
-            time.sleep(0.05)
-        _pods.stop(pid, ticks, grace=1.0)
-        raise RunError(
-            f"the gateway's mirror relay did not answer within 10 s; log {self.log}:\n"
-            f"{_pods.tail(self.log)}"
-        )
+        self.start(command, port, self.folder, ready_within=10)
+        return port
 
     def stats(self) -> dict[str, Any] | None:
         """The relay's counters (received, forwarded, failed, dropped, ...), None when down."""
@@ -263,10 +228,3 @@ class MirrorRelay:
                 return stats
         except (OSError, ValueError):
             return None
-
-    def stop(self) -> None:
-        """Stop the relay (copies in flight are abandoned) and forget its pid."""
-        state = self.state()
-        if state.get("pid"):
-            _pods.stop(int(state["pid"]), state.get("ticks"), grace=5.0)
-        self.state_file.unlink(missing_ok=True)

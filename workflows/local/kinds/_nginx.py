@@ -32,6 +32,7 @@ from typing import Any
 
 from workflows.exceptions import RunError
 from workflows.local.kinds import _pods
+from workflows.local.kinds._detached import Detached
 from workflows.local.kinds._endpoints import ServiceEndpoints
 from workflows.local.kinds._mirror import (
     RELAY_UPSTREAM,
@@ -39,7 +40,7 @@ from workflows.local.kinds._mirror import (
     mirror_config,
     resolve_mirror,
 )
-from workflows.local.kinds._state import read_json, write_json, write_text
+from workflows.local.kinds._state import write_json, write_text
 from workflows.local.s3 import free_port
 
 #: Where nginx is looked for when it is not on PATH (Debian installs it in /usr/sbin).
@@ -122,20 +123,18 @@ class LocalGateway:
         self.access_log = self.folder / "access.log"
         self.error_log = self.folder / "error.log"
         self.relay = MirrorRelay(self.folder)
+        # nginx daemonises itself and is stopped with SIGQUIT: only its state is shared.
+        self._nginx = Detached(self.state_file, self.error_log, "nginx", grace=5.0)
 
     # --- state -------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         """Ports by Gateway (`ns/name`), and nginx's pid and start ticks."""
-        return dict(read_json(self.state_file, {}) or {})
+        return self._nginx.state()
 
     def pid(self) -> int | None:
         """The nginx master's pid when it runs, else None."""
-        state = self.state()
-        pid = state.get("pid")
-        if pid and _pods.alive(pid, state.get("ticks")):
-            return int(pid)
-        return None
+        return self._nginx.pid()
 
     def urls(self) -> dict[str, str]:
         """`http://127.0.0.1:PORT` of each Gateway (`ns/name`) while nginx runs."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ import yaml
 
 from workflows.exceptions import RunError
 from workflows.local.kinds import _pods
+from workflows.local.kinds._detached import Detached
 from workflows.local.kinds._endpoints import ServiceEndpoints
-from workflows.local.kinds._state import matches, read_json, write_json, write_text
+from workflows.local.kinds._state import matches, write_text
 from workflows.local.leaves import duration_seconds
-from workflows.local.s3 import free_port
 
 #: How long local series are kept: enough for a release's canary analysis.
 RETENTION = "6h"
@@ -111,25 +110,15 @@ def scrape_jobs(
     return jobs
 
 
-class LocalPrometheus:
+class LocalPrometheus(Detached):
     """The Prometheus process and its config under `<platform>/prometheus`."""
 
     def __init__(self, root: Path) -> None:
         self.folder = root / "prometheus"
+        super().__init__(
+            self.folder / "state.json", self.folder / "prometheus.log", "Prometheus", grace=10.0
+        )
         self.config = self.folder / "prometheus.yml"
-        self.state_file = self.folder / "state.json"
-        self.log = self.folder / "prometheus.log"
-
-    def state(self) -> dict[str, Any]:
-        """pid, start ticks and port of the running Prometheus."""
-        return dict(read_json(self.state_file, {}) or {})
-
-    def pid(self) -> int | None:
-        """Prometheus' pid when it runs, else None."""
-        state = self.state()
-        if state.get("pid") and _pods.alive(state["pid"], state.get("ticks")):
-            return int(state["pid"])
-        return None
 
     def url(self) -> str | None:
         """`http://127.0.0.1:PORT` while Prometheus runs."""
@@ -156,10 +145,7 @@ class LocalPrometheus:
             self._reload()
 
     def _start(self) -> None:
-        state = self.state()
-        port = state.get("port")
-        if not port or not _pods.port_free(int(port)):
-            port = free_port()
+        port = self.next_port()
         data = self.folder / "data"
         data.mkdir(parents=True, exist_ok=True)
         command = [
@@ -170,18 +156,7 @@ class LocalPrometheus:
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
         ]
-        pid, ticks = _pods.launch(command, dict(os.environ), self.folder, self.log)
-        write_json(self.state_file, {"pid": pid, "ticks": ticks, "port": port})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not _pods.alive(pid, ticks):
-                raise RunError(
-                    f"Prometheus exited at start; log {self.log}:\n{_pods.tail(self.log)}"
-                )
-            if _pods.http_ok(f"http://127.0.0.1:{port}/-/ready"):
-                return
-            time.sleep(0.2)
-        raise RunError(f"Prometheus not ready within 30 s; log {self.log}:\n{_pods.tail(self.log)}")
+        self.start(command, port, self.folder, ready_within=30)
 
     def _reload(self) -> None:
         url = self.url()
@@ -196,10 +171,3 @@ class LocalPrometheus:
                 f"Prometheus refused its new config ({exc}); log {self.log}:\n"
                 f"{_pods.tail(self.log)}"
             ) from exc
-
-    def stop(self) -> None:
-        """Stop Prometheus; its data folder stays until the platform's state is removed."""
-        state = self.state()
-        if state.get("pid"):
-            _pods.stop(int(state["pid"]), state.get("ticks"), grace=10.0)
-        self.state_file.unlink(missing_ok=True)
