@@ -19,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -449,6 +451,27 @@ def _render(filters: list[dict[str, Any]], mirror_servers: list[str], **weights:
     gateway = LocalGateway(Path("/nonexistent"))
     services = _services(mirror_servers)
     return gateway.render([obj], services, {f"{NAMESPACE}/llmflow-gateway": 40000}, 40001)
+
+
+def test_the_gateway_starts_under_a_relative_platform_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`llmflow run` and the demo default to the relative root `.llmflow`."""
+    require_binaries()
+    monkeypatch.chdir(tmp_path)
+    obj = route([])
+    obj["metadata"]["namespace"] = NAMESPACE
+    gateway = LocalGateway(Path(".llmflow") / "platform")
+    try:
+        gateway.apply([obj], _services([]))
+        assert gateway.pid() is not None
+        (url,) = gateway.urls().values()
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the backends are not there
+            urllib.request.urlopen(url + "/v1/models", timeout=10)
+        assert refused.value.code in (502, 503)
+    finally:
+        gateway.stop()
+    assert gateway.pid() is None
 
 
 def test_config_mirrors_through_the_relay_with_an_independent_key() -> None:

@@ -172,6 +172,17 @@ def pods_of(home: Path, name: str) -> list[dict[str, Any]]:
     return [p for p in json.loads(path.read_text()) if not p.get("terminating")]
 
 
+def process_names(pid: int) -> list[str]:
+    """The names (`comm`) of a process and of all its descendants."""
+    names, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        names.append(Path(f"/proc/{current}/comm").read_text().strip())
+        for task in Path(f"/proc/{current}/task").iterdir():
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    return names
+
+
 def services_map(home: Path) -> dict[str, Any]:
     return dict(json.loads((home / "platform" / "services.json").read_text()))
 
@@ -452,6 +463,9 @@ def test_deployment_is_ready_and_a_new_platform_finds_it(
     )
     assert b"VLLM_CPU_KVCACHE_SPACE" not in environ
     assert environ[b"OMP_NUM_THREADS"] == b"1" and environ[b"HF_HUB_OFFLINE"] == b"1"
+    # the model runs in the engine process: no worker process spinning between steps
+    names = process_names(pod["pid"])
+    assert "VLLM::EngineCor" in names and "VLLM::Worker" not in names, names  # comm: 15 chars
     canary = pods_of(home, "tiny-llama-canary")[0]
     if len(os.sched_getaffinity(0)) >= 2:  # one core per server
         assert pod["core"] != canary["core"]

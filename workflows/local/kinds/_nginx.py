@@ -116,7 +116,9 @@ class LocalGateway:
     """The nginx process and its config under `<platform>/gateway`."""
 
     def __init__(self, root: Path) -> None:
-        self.folder = root / "gateway"
+        # nginx resolves a relative -c and -e against its -p prefix: with the default root
+        # (`.llmflow`) every path would name a folder inside itself.
+        self.folder = (root / "gateway").absolute()
         self.conf = self.folder / "nginx.conf"
         self.pid_file = self.folder / "nginx.pid"
         self.state_file = self.folder / "state.json"

@@ -7,6 +7,13 @@ environment that runs the same command: `vllm/vllm-openai[:tag]` (any registry) 
 free port instead of the container port, on one core of its own (vLLM's CPU backend binds its
 threads to `VLLM_CPU_OMP_THREADS_BIND`), offline (HF_HUB_OFFLINE=1). An image with no local
 runtime is an error that names it.
+
+The model runs in vLLM's engine process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), not in a worker
+process of its own: the worker waits for the engine's next step by spinning on shared memory
+for a second after each one, so under steady traffic every server kept its core busy whether
+or not it had work, and on two cores the servers, the gateway and the clients starved each
+other. A pod's single compute thread (`OMP_NUM_THREADS=1`) needs none of what the worker
+process is for.
 """
 
 from __future__ import annotations
@@ -148,6 +155,7 @@ def pod_env(base: dict[str, str], container_env: dict[str, str], core: int) -> d
     env.update(
         VLLM_CPU_OMP_THREADS_BIND=str(core),
         OMP_NUM_THREADS="1",
+        VLLM_ENABLE_V1_MULTIPROCESSING="0",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         VLLM_NO_USAGE_STATS="1",
