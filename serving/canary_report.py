@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from serving.analysis import StageAnalysis
+from serving.judge import json_ready
 from serving.records import ProbeSet
 
 #: Length strata of the chart's median lines.
@@ -25,34 +26,32 @@ CHART_STRATA = 6
 
 def stage_report(analysis: StageAnalysis) -> dict[str, Any]:
     """The stage's decision and evidence as a JSON-ready dict."""
-    return {
-        "stage": analysis.stage,
-        "verdict": analysis.verdict,
-        "reason": analysis.reason,
-        "looks": analysis.looks,
-        "probe": analysis.judgement.to_dict(),
-        "live": {
-            "error": analysis.live_error,
-            "checks": {
-                c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in analysis.live
+    return json_ready(
+        {
+            "stage": analysis.stage,
+            "verdict": analysis.verdict,
+            "reason": analysis.reason,
+            "looks": analysis.looks,
+            "probe": analysis.judgement.to_dict(),
+            "live": {
+                "error": analysis.live_error,
+                "checks": {c.name: c.to_dict() for c in analysis.live},
+                "stable": asdict(analysis.stable_metrics) if analysis.stable_metrics else None,
+                "canary": asdict(analysis.canary_metrics) if analysis.canary_metrics else None,
             },
-            "stable": asdict(analysis.stable_metrics) if analysis.stable_metrics else None,
-            "canary": asdict(analysis.canary_metrics) if analysis.canary_metrics else None,
-        },
-    }
+        }
+    )
 
 
 def stage_evidence(analysis: StageAnalysis) -> dict[str, Any]:
     """What a release record keeps of a stage: the verdict and each check, compactly."""
-    from serving.shadow import compact
-
     checks = [*analysis.judgement.checks, *analysis.live]
     return {
         "stage": analysis.stage,
         "verdict": analysis.verdict,
         "reason": analysis.reason,
         "looks": analysis.looks,
-        "checks": {c.name: compact(c) for c in checks if c.verdict != "SKIPPED"},
+        "checks": {c.name: c.compact() for c in checks if c.verdict != "SKIPPED"},
     }
 
 
@@ -60,7 +59,7 @@ def write_stage_report(folder: Path, analysis: StageAnalysis) -> tuple[Path, Pat
     """Write `stage-<weight>.json` and `stage-<weight>.png` into `folder`; returns both paths."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"stage-{analysis.stage}.json"
-    data.write_text(json.dumps(stage_report(analysis), indent=2) + "\n")
+    data.write_text(json.dumps(stage_report(analysis), indent=2, allow_nan=False) + "\n")
     chart = folder / f"stage-{analysis.stage}.png"
     _chart(analysis, chart)
     return data, chart

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -79,6 +79,36 @@ class Check:
     method: str
     reason: str
 
+    def compact(self) -> dict[str, Any]:
+        """The check as a release record keeps it: verdict, estimate, interval, limit."""
+        return json_ready(
+            {
+                "verdict": self.verdict,
+                "estimate": None if self.estimate is None else round(self.estimate, 4),
+                "interval": None if self.interval is None else [round(v, 4) for v in self.interval],
+                "limit": self.limit,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check without its name (reports key checks by name), JSON-ready."""
+        return json_ready({k: v for k, v in asdict(self).items() if k != "name"})
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every non-finite float, however deep, replaced by None.
+
+    Strict JSON has no infinity: `json.dumps` would write `Infinity` for an interval's open
+    end or a histogram's last bound, which most readers (jq, JavaScript, Go) refuse.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
 
 @dataclass(frozen=True)
 class Judgement:
@@ -113,15 +143,13 @@ class Judgement:
             "confidence": self.confidence,
             "n_stable": self.n_stable,
             "n_canary": self.n_canary,
-            "checks": {
-                c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.checks
-            },
+            "checks": {c.name: c.to_dict() for c in self.checks},
             "policy": self.policy.model_dump(mode="json"),
         }
 
     def to_json(self) -> str:
         """One JSON object on one line, as `llmflow canary judge` prints it."""
-        return json.dumps(self.to_dict())
+        return json.dumps(self.to_dict(), allow_nan=False)
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.analysis import ProbeSettings, probe_batches, warm_up
-from serving.judge import (
-    Check,
-    Judgement,
-    Verdict,
-    read_interval,
-)
+from serving.judge import Check, Judgement, Verdict, json_ready, read_interval
 from serving.metrics import ArmMetrics, MetricsUnavailable, PrometheusSource, live_error_check
 from serving.policy import CanaryPolicy
 from serving.probe_sets import ProbePrompt
@@ -287,11 +282,7 @@ def shadow_report(analysis: ShadowAnalysis) -> dict[str, Any]:
     Unbounded values (an interval's open end, the last bucket's bound) are null: strict JSON
     has no infinity, and `json.dumps` would write `Infinity`, which most readers refuse.
     """
-
-    def checks(items: Sequence[Check]) -> dict[str, Any]:
-        return {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in items}
-
-    return _json_ready(
+    return json_ready(
         {
             "stage": "shadow",
             "verdict": analysis.verdict,
@@ -304,25 +295,14 @@ def shadow_report(analysis: ShadowAnalysis) -> dict[str, Any]:
             },
             "live": {
                 "error": analysis.live_error,
-                "checks": checks(analysis.live),
+                "checks": {c.name: c.to_dict() for c in analysis.live},
                 "stable": asdict(analysis.stable) if analysis.stable else None,
                 "candidate": asdict(analysis.candidate) if analysis.candidate else None,
             },
-            "quality": checks([analysis.quality])["quality"] if analysis.quality else None,
+            "quality": analysis.quality.to_dict() if analysis.quality else None,
             "probe": analysis.probe.to_dict() if analysis.probe else None,
         }
     )
-
-
-def _json_ready(value: Any) -> Any:
-    """`value` with every non-finite float, however deep, replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
 
 
 def evidence(analysis: ShadowAnalysis) -> dict[str, Any]:
@@ -337,25 +317,8 @@ def evidence(analysis: ShadowAnalysis) -> dict[str, Any]:
             "stable": analysis.stable.requests if analysis.stable else None,
             "candidate": analysis.candidate.requests if analysis.candidate else None,
         },
-        "checks": {c.name: compact(c) for c in checks},
+        "checks": {c.name: c.compact() for c in checks},
     }
-
-
-def compact(check: Check) -> dict[str, Any]:
-    """A check as a record keeps it: verdict, estimate, interval, limit."""
-    return {
-        "verdict": check.verdict,
-        "estimate": None if check.estimate is None else round(check.estimate, 4),
-        "interval": None
-        if check.interval is None
-        else [round(check.interval[0], 4), _finite(check.interval[1])],
-        "limit": check.limit,
-    }
-
-
-def _finite(value: float) -> float | None:
-    """JSON has no infinity: an unbounded interval end is null."""
-    return round(value, 4) if math.isfinite(value) else None
 
 
 def summary(analysis: ShadowAnalysis) -> str:

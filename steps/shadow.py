@@ -89,11 +89,16 @@ def analyse_shadow(
     if not prometheus_url.strip():
         # The canary can be judged by the probe alone; a shadow has no other view of live
         # traffic than Prometheus's.
-        log.error(
-            "shadow FAIL: prometheus-url is empty, and a shadow judges the mirrored live "
-            "traffic from Prometheus: give prometheus-url, or remove serving.shadow"
+        reason = (
+            "prometheus-url is empty, and a shadow judges the mirrored live traffic from "
+            "Prometheus: give prometheus-url, or remove serving.shadow"
         )
-        raise SystemExit(1)
+        outputs = {
+            "verdict": "FAIL",
+            "reason": reason,
+            "evidence": json.dumps({"verdict": "FAIL", "reason": reason, "checks": {}}),
+        }
+        end_judged_step("FAIL", f"shadow FAIL: {reason}", outputs, log)
     window = f"{duration:g} s" if duration else f"{requests_} candidate requests"
     log.info(
         "shadow: mirroring %g of live traffic to %s for %s", fraction, candidate_version, window

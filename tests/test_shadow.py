@@ -18,6 +18,7 @@ from serving.policy import CanaryPolicy
 from serving.shadow import (
     ShadowAnalysis,
     decide,
+    evidence,
     latency_check,
     quantile_bounds,
     shadow_report,
@@ -208,6 +209,9 @@ def test_the_report_is_strict_json_with_unbounded_ends_as_null() -> None:
     report = json.loads(json.dumps(shadow_report(analysis), allow_nan=False))
     assert report["live"]["checks"]["live_e2e_p50"]["interval"][1] is None
     assert report["window"]["seconds"] == 60.0
+    # The release record's evidence, too.
+    kept = json.loads(json.dumps(evidence(analysis), allow_nan=False))
+    assert kept["checks"]["live_e2e_p50"]["interval"][1] is None
 
 
 # --- the pipeline -----------------------------------------------------------------------
@@ -242,10 +246,11 @@ def test_without_a_shadow_section_the_canary_starts_at_once() -> None:
 
 
 def test_a_shadow_without_prometheus_fails_at_once_saying_why(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from steps.shadow import analyse_shadow
 
+    monkeypatch.setenv("hera__outputs_directory", str(tmp_path))
     with pytest.raises(SystemExit) as exited:
         analyse_shadow(
             stable_url="http://tiny-llama-stable.llmflow.svc:8000",
@@ -259,3 +264,8 @@ def test_a_shadow_without_prometheus_fails_at_once_saying_why(
         )
     assert exited.value.code == 1
     assert "prometheus-url is empty" in caplog.records[-1].getMessage()
+    # The release records why the candidate stopped at its shadow.
+    saved = tmp_path / "parameters"
+    assert (saved / "verdict").read_text() == "FAIL"
+    recorded = json.loads((saved / "evidence").read_text())
+    assert recorded["verdict"] == "FAIL" and "prometheus-url" in recorded["reason"]

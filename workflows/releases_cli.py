@@ -279,10 +279,12 @@ def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
         interval = check.get("interval")
         bounds = ""
         if interval:
+            # Records keep an unbounded end as null (strict JSON has no infinity).
+            lower = "-inf" if interval[0] is None else f"{interval[0]:.3g}"
             upper = "inf" if interval[1] is None else f"{interval[1]:.3g}"
             limit = check.get("limit")
             shown = f"{limit:.3g}" if isinstance(limit, int | float) else str(limit)
-            bounds = f" [{interval[0]:.3g}, {upper}] limit {shown}"
+            bounds = f" [{lower}, {upper}] limit {shown}"
         lines.append(f"{name} {check.get('verdict')}{bounds}")
     decision = evidence.get("decision")
     if decision:
