@@ -91,8 +91,8 @@ class Check:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The check without its name (reports key checks by name), JSON-ready."""
-        return json_ready({k: v for k, v in asdict(self).items() if k != "name"})
+        """The check without its name (reports key checks by name); `json_ready` it to write."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
 
 
 def json_ready(value: Any) -> Any:
@@ -135,7 +135,7 @@ class Judgement:
     policy: CanaryPolicy
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict; checks keyed by name."""
+        """A JSON-ready dict (an unbounded interval end is null); checks keyed by name."""
         return {
             "verdict": self.verdict,
             "reason": self.reason,
@@ -143,7 +143,7 @@ class Judgement:
             "confidence": self.confidence,
             "n_stable": self.n_stable,
             "n_canary": self.n_canary,
-            "checks": {c.name: c.to_dict() for c in self.checks},
+            "checks": {c.name: json_ready(c.to_dict()) for c in self.checks},
             "policy": self.policy.model_dump(mode="json"),
         }
 

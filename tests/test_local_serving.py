@@ -31,6 +31,7 @@ import pytest
 from click.testing import CliRunner
 
 from serving.endpoints import NoEndpoints, resolve
+from tests.processes import descendants
 from tests.vllm_server import TINY_SERVED_NAME, require_vllm
 from workflows.cli import main
 from workflows.exceptions import RunError
@@ -170,17 +171,6 @@ def pods_of(home: Path, name: str) -> list[dict[str, Any]]:
     """A Deployment's pods, less those draining after a rollout."""
     path = home / "platform" / NAMESPACE / "Deployment" / name / "pods.json"
     return [p for p in json.loads(path.read_text()) if not p.get("terminating")]
-
-
-def process_names(pid: int) -> list[str]:
-    """The names (`comm`) of a process and of all its descendants."""
-    names, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        names.append(Path(f"/proc/{current}/comm").read_text().strip())
-        for task in Path(f"/proc/{current}/task").iterdir():
-            todo += [int(c) for c in (task / "children").read_text().split()]
-    return names
 
 
 def services_map(home: Path) -> dict[str, Any]:
@@ -464,7 +454,7 @@ def test_deployment_is_ready_and_a_new_platform_finds_it(
     assert b"VLLM_CPU_KVCACHE_SPACE" not in environ
     assert environ[b"OMP_NUM_THREADS"] == b"1" and environ[b"HF_HUB_OFFLINE"] == b"1"
     # the model runs in the engine process: no worker process spinning between steps
-    names = process_names(pod["pid"])
+    names = [Path(f"/proc/{p}/comm").read_text().strip() for p in descendants(pod["pid"])]
     assert "VLLM::EngineCor" in names and "VLLM::Worker" not in names, names  # comm: 15 chars
     canary = pods_of(home, "tiny-llama-canary")[0]
     if len(os.sched_getaffinity(0)) >= 2:  # one core per server
